@@ -1,0 +1,148 @@
+//! Application state and the router: every route and every middleware layer.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, FromRef, MatchedPath, Request},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use tracing::Span;
+
+use crate::{
+    auth::{JwtKeys, PasswordHasher},
+    config::CorsOrigins,
+    error::Error,
+    routes::{articles, comments, health, profiles, tags, users},
+};
+
+/// The largest request body accepted; more is a 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub jwt: Arc<JwtKeys>,
+    pub hasher: PasswordHasher,
+}
+
+impl FromRef<AppState> for PgPool {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub cors_origins: CorsOrigins,
+    pub request_timeout: Duration,
+}
+
+/// The whole application, ready to serve.
+pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    let api = Router::new()
+        .route("/users", post(users::register))
+        .route("/users/login", post(users::login))
+        .route("/user", get(users::current).put(users::update))
+        .route("/profiles/{username}", get(profiles::get))
+        .route("/profiles/{username}/follow", post(profiles::follow).delete(profiles::unfollow))
+        .route("/articles", get(articles::list).post(articles::create))
+        .route("/articles/feed", get(articles::feed))
+        .route("/articles/{slug}", get(articles::get).put(articles::update).delete(articles::delete))
+        .route("/articles/{slug}/favorite", post(articles::favorite).delete(articles::unfavorite))
+        .route("/articles/{slug}/comments", get(comments::list).post(comments::add))
+        .route("/articles/{slug}/comments/{id}", axum::routing::delete(comments::delete))
+        .route("/tags", get(tags::list));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req.extensions().get::<MatchedPath>().map_or("<unmatched>", MatchedPath::as_str);
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), route, request_id = id, status = tracing::field::Empty)
+                })
+                .on_request(())
+                .on_response(|res: &Response, latency: Duration, span: &Span| {
+                    span.record("status", res.status().as_u16());
+                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
+                })
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn(error_bodies))
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout))
+        .layer(cors(&options.cors_origins))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+
+    Router::new()
+        .nest("/api", api)
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(|| async { Error::NotFound("route") })
+        .method_not_allowed_fallback(|| async {
+            Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
+        .layer(layers)
+        .with_state(state)
+}
+
+/// Browsers on other origins may call the API. Tokens travel in a header, not a
+/// cookie, so no credentials mode is needed and any origin is safe by default.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-requested-with")])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Gives error responses produced outside the handlers (timeouts, for example)
+/// a body in the API's error format.
+async fn error_bodies(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        if !response.headers().contains_key(header::CONTENT_TYPE) {
+            let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+            let mut replaced = Error::request(status, reason).into_response();
+            for (name, value) in response.headers() {
+                replaced.headers_mut().entry(name).or_insert_with(|| value.clone());
+            }
+            return replaced;
+        }
+    }
+    response
+}

@@ -1,0 +1,102 @@
+//! Comments on articles.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+#[derive(Debug, Clone)]
+pub struct CommentRow {
+    pub id: i64,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub author_username: String,
+    pub author_bio: String,
+    pub author_image: String,
+    pub author_following: bool,
+}
+
+/// Adds a comment by `author`; `None` when there is no article with `slug`.
+#[tracing::instrument(skip(db, body))]
+pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -> Result<Option<CommentRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CommentRow,
+        r#"WITH c AS (
+               INSERT INTO comments (article_id, author_id, body)
+               SELECT id, $2, $3 FROM articles WHERE slug = $1
+               RETURNING id, author_id, body, created_at, updated_at
+           )
+           SELECT c.id, c.body, c.created_at, c.updated_at,
+                  u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
+                  false AS "author_following!"
+           FROM c JOIN users u ON u.id = c.author_id"#,
+        slug,
+        author,
+        body
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The comments of an article, newest first; `None` when there is no such article.
+#[tracing::instrument(skip(db))]
+pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Vec<CommentRow>>, sqlx::Error> {
+    // The article is the driving row, so "no article" (no rows) and "no comments"
+    // (one row of NULLs) are told apart in the same statement.
+    let rows = sqlx::query!(
+        r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?", c.updated_at AS "updated_at?",
+                  u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
+                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
+           FROM articles a
+           LEFT JOIN comments c ON c.article_id = a.id
+           LEFT JOIN users u ON u.id = c.author_id
+           WHERE a.slug = $1
+           ORDER BY c.created_at DESC, c.id DESC"#,
+        slug,
+        viewer
+    )
+    .fetch_all(db)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| {
+                Some(CommentRow {
+                    id: r.id?,
+                    body: r.body?,
+                    created_at: r.created_at?,
+                    updated_at: r.updated_at?,
+                    author_username: r.author_username?,
+                    author_bio: r.author_bio?,
+                    author_image: r.author_image?,
+                    author_following: r.author_following,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Deletes comment `id` of the article `slug` if `user` wrote it, in one statement.
+#[tracing::instrument(skip(db))]
+pub async fn delete(db: impl PgExecutor<'_>, slug: &str, id: i64, user: i64) -> Result<super::articles::Deleted, sqlx::Error> {
+    use super::articles::Deleted;
+    let row = sqlx::query!(
+        r#"WITH target AS (
+               SELECT c.id, c.author_id FROM comments c JOIN articles a ON a.id = c.article_id
+               WHERE a.slug = $1 AND c.id = $2
+           ),
+           removed AS (DELETE FROM comments c USING target t WHERE c.id = t.id AND t.author_id = $3 RETURNING c.id)
+           SELECT EXISTS (SELECT 1 FROM removed) AS "removed!" FROM target"#,
+        slug,
+        id,
+        user
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Deleted::NotFound,
+        Some(r) if r.removed => Deleted::Yes,
+        Some(_) => Deleted::NotOwner,
+    })
+}

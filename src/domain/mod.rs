@@ -1,0 +1,64 @@
+//! Domain values, parsed from untrusted input once ("parse, don't validate").
+//!
+//! A value of one of these types is valid by construction; the parsers return a
+//! human-readable message that the routes gather into a 422 response.
+
+mod article;
+mod slug;
+mod user;
+
+pub use article::{ArticleBody, CommentBody, Description, TagList, Title};
+pub use slug::Slug;
+pub use user::{Bio, Email, ImageUrl, Password, Username};
+
+/// Trims `input` and checks it is non-empty and at most `max` characters long.
+fn bounded_text(input: &str, max: usize) -> Result<String, String> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err("can't be blank".to_owned());
+    }
+    let len = trimmed.chars().count();
+    if len > max {
+        return Err(format!("is too long (maximum is {max} characters)"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Declares a `String` newtype with `parse`, `as_str` and `into_inner`.
+macro_rules! text_newtype {
+    ($(#[$meta:meta])* $name:ident, max = $max:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn parse(input: &str) -> Result<Self, String> {
+                super::bounded_text(input, Self::MAX_CHARS).map(Self)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+    };
+}
+use text_newtype;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_trims_and_rejects_blank_or_long_input() {
+        assert_eq!(bounded_text("  hi ", 5), Ok("hi".to_owned()));
+        assert_eq!(bounded_text("   ", 5), Err("can't be blank".to_owned()));
+        assert!(bounded_text("abcdef", 5).is_err());
+        assert_eq!(bounded_text("ééééé", 5), Ok("ééééé".to_owned()), "counts characters, not bytes");
+    }
+}

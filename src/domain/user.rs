@@ -1,0 +1,168 @@
+//! User fields: username, email, password, bio and image.
+
+use super::text_newtype;
+
+/// A username: 1 to 40 letters, digits, `_`, `-` or `.`, so it is safe in a URL path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub const MAX_CHARS: usize = 40;
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let name = super::bounded_text(input, Self::MAX_CHARS)?;
+        if !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err("may contain only letters, digits, '_', '-' and '.'".to_owned());
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address: one `@`, a non-empty local part, a dotted domain, no spaces.
+/// Deliverability is not this type's business; the shape is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_CHARS: usize = 254;
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let email = super::bounded_text(input, Self::MAX_CHARS)?;
+        let valid = match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            }
+            None => false,
+        };
+        if valid { Ok(Self(email)) } else { Err("is invalid".to_owned()) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: 8 to 128 characters, kept exactly as typed (no trimming).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub const MIN_CHARS: usize = 8;
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let len = input.chars().count();
+        if input.trim().is_empty() {
+            Err("can't be blank".to_owned())
+        } else if len < Self::MIN_CHARS {
+            Err(format!("is too short (minimum is {} characters)", Self::MIN_CHARS))
+        } else if len > Self::MAX_CHARS {
+            Err(format!("is too long (maximum is {} characters)", Self::MAX_CHARS))
+        } else {
+            Ok(Self(input.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+text_newtype!(
+    /// A bio; may be empty (the API's "no bio").
+    Bio,
+    max = 1_000
+);
+
+impl Bio {
+    /// Empty or blank input clears the bio.
+    pub fn parse_optional(input: &str) -> Result<Self, String> {
+        if input.trim().is_empty() { Ok(Self(String::new())) } else { Self::parse(input) }
+    }
+}
+
+/// An avatar URL, `http` or `https`; empty clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUrl(String);
+
+impl ImageUrl {
+    pub const MAX_CHARS: usize = 2_048;
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let url = input.trim();
+        if url.is_empty() {
+            return Ok(Self(String::new()));
+        }
+        if url.chars().count() > Self::MAX_CHARS {
+            return Err(format!("is too long (maximum is {} characters)", Self::MAX_CHARS));
+        }
+        let lower = url.to_ascii_lowercase();
+        let has_host = |rest: &str| !rest.is_empty() && !rest.starts_with('/');
+        let ok = lower.strip_prefix("https://").is_some_and(has_host)
+            || lower.strip_prefix("http://").is_some_and(has_host);
+        if !ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must be an http or https URL".to_owned());
+        }
+        Ok(Self(url.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_allow_url_safe_characters_only() {
+        assert!(Username::parse("jake_the-dog.42").is_ok());
+        assert!(Username::parse("Zoë").is_ok());
+        assert!(Username::parse("two words").is_err());
+        assert!(Username::parse("a/b").is_err());
+        assert!(Username::parse("").is_err());
+        assert!(Username::parse(&"x".repeat(41)).is_err());
+        assert_eq!(Username::parse("  jake ").map(|u| u.0), Ok("jake".to_owned()));
+    }
+
+    #[test]
+    fn emails_need_a_local_part_and_a_dotted_domain() {
+        assert!(Email::parse("jake@jake.jake").is_ok());
+        for bad in ["jake", "@jake.io", "jake@", "jake@io", "ja ke@jake.io", "a@b@c.io", "a@.io", "a@io."] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn passwords_are_bounded_and_never_printed() {
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse("        ").is_err());
+        assert!(Password::parse(&"p".repeat(129)).is_err());
+        let password = Password::parse("correct horse").expect("valid");
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn images_must_be_web_urls_or_empty() {
+        assert_eq!(ImageUrl::parse("").map(|i| i.0), Ok(String::new()));
+        assert!(ImageUrl::parse("https://example.com/a.png").is_ok());
+        assert!(ImageUrl::parse("javascript:alert(1)").is_err());
+        assert!(ImageUrl::parse("https://").is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! The zero-configuration database: a private PostgreSQL cluster run from the
+//! machine's installed server binaries.
+//!
+//! When `DATABASE_URL` is unset the server keeps a cluster in `<data dir>/pgdata`,
+//! listening only on a Unix socket in `<data dir>/run`, starts it with `pg_ctl`,
+//! and stops it on shutdown. A cluster left running or a stale lock file from a
+//! crash is detected on the next start. PostgreSQL refuses to run as root, so as
+//! root the cluster is owned and run by the `postgres` system user.
+
+use std::{
+    ffi::OsStr,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use anyhow::{Context as _, bail};
+use sqlx::postgres::PgConnectOptions;
+use tokio::process::Command;
+
+/// The port number only names the socket file; nothing listens on TCP.
+const PORT: u16 = 5432;
+const SUPERUSER: &str = "postgres";
+pub const DATABASE: &str = "conduit";
+const REQUIRED: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
+
+/// Why the embedded database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries found (looked on PATH, in `pg_config --bindir` and in \
+         /usr/lib/postgresql/*/bin): install PostgreSQL (e.g. `apt-get install postgresql`) \
+         or set DATABASE_URL to an existing server"
+    )]
+    NoBinaries,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A running private cluster. Call [`EmbeddedPostgres::stop`] to shut it down.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    bin_dir: PathBuf,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster in `root` if needed, starts it and makes sure the
+    /// `conduit` database exists.
+    pub async fn start(root: &Path) -> Result<Self, EmbeddedError> {
+        let bin_dir = find_bin_dir().ok_or(EmbeddedError::NoBinaries)?;
+        let run_as = cluster_owner()?;
+        std::fs::create_dir_all(root).with_context(|| format!("creating data directory {}", root.display()))?;
+        let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+        let this = Self { bin_dir, pgdata: root.join("pgdata"), socket_dir: root.join("run"), run_as };
+        this.prepare_dirs()?;
+        if !this.pgdata.join("PG_VERSION").exists() {
+            this.initdb().await?;
+        }
+        this.write_settings()?;
+        this.clear_leftovers().await?;
+        this.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&root.join("postgres.log"))).await?;
+        this.ensure_database().await?;
+        tracing::info!(pgdata = %this.pgdata.display(), bin_dir = %this.bin_dir.display(), "embedded PostgreSQL started");
+        Ok(this)
+    }
+
+    /// Connection options for the `conduit` database over the private socket.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.connect_options_for(DATABASE)
+    }
+
+    /// Connection options for any database of the cluster.
+    pub fn connect_options_for(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(SUPERUSER).database(database)
+    }
+
+    /// Stops the cluster, letting open transactions roll back ("fast" mode).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await?;
+        tracing::info!("embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    fn prepare_dirs(&self) -> anyhow::Result<()> {
+        for dir in [&self.pgdata, &self.socket_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", dir.display()))?;
+            self.chown(dir)?;
+        }
+        Ok(())
+    }
+
+    fn chown(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("handing {} to the postgres user", path.display()))?;
+        }
+        Ok(())
+    }
+
+    async fn initdb(&self) -> anyhow::Result<()> {
+        // A directory without PG_VERSION is the remains of an interrupted initdb.
+        if std::fs::read_dir(&self.pgdata)?.next().is_some() {
+            std::fs::remove_dir_all(&self.pgdata)?;
+            self.prepare_dirs()?;
+        }
+        let pgdata = self.pgdata.as_os_str();
+        let args: [&OsStr; 7] = [
+            "-D".as_ref(),
+            pgdata,
+            "-U".as_ref(),
+            SUPERUSER.as_ref(),
+            "--auth=trust".as_ref(),
+            "--encoding=UTF8".as_ref(),
+            "--no-locale".as_ref(),
+        ];
+        self.run("initdb", &args).await.context("initdb")
+    }
+
+    /// The cluster listens only on its own socket; rewritten at every start so the
+    /// data directory can be moved.
+    fn write_settings(&self) -> anyhow::Result<()> {
+        let conf = self.pgdata.join("conduit.conf");
+        let socket = self.socket_dir.to_str().context("socket directory path is not UTF-8")?;
+        std::fs::write(
+            &conf,
+            format!(
+                "# Written by Conduit at every start.\nlisten_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
+                socket.replace('\'', "''")
+            ),
+        )?;
+        self.chown(&conf)?;
+        let main = self.pgdata.join("postgresql.conf");
+        let text = std::fs::read_to_string(&main).context("reading postgresql.conf")?;
+        if !text.contains("include_if_exists = 'conduit.conf'") {
+            std::fs::write(&main, format!("{text}\ninclude_if_exists = 'conduit.conf'\n"))?;
+        }
+        Ok(())
+    }
+
+    /// Handles what a crash leaves behind: a cluster still running from a previous
+    /// server process is stopped; a lock file whose process is gone is removed.
+    async fn clear_leftovers(&self) -> anyhow::Result<()> {
+        let pid_file = self.pgdata.join("postmaster.pid");
+        let Ok(contents) = std::fs::read_to_string(&pid_file) else { return Ok(()) };
+        let pid = contents.lines().next().and_then(|l| l.trim().parse::<u32>().ok());
+        let ours = pid.is_some_and(|pid| {
+            // A live postmaster of this cluster has the data directory as its cwd.
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.pgdata)
+        });
+        if ours {
+            tracing::warn!(?pid, "embedded PostgreSQL left running by an earlier process: restarting it");
+            self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await?;
+        } else {
+            tracing::warn!(?pid, "removing stale PostgreSQL lock file");
+            std::fs::remove_file(&pid_file).context("removing stale postmaster.pid")?;
+            for entry in std::fs::read_dir(&self.socket_dir)?.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".lock") {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pg_ctl(&self, args: &[&str], log: Option<&Path>) -> anyhow::Result<()> {
+        let mut all: Vec<&OsStr> = vec!["-D".as_ref(), self.pgdata.as_os_str()];
+        all.extend(args.iter().map(AsRef::<OsStr>::as_ref));
+        if let Some(log) = log {
+            if !log.exists() {
+                std::fs::write(log, "")?;
+            }
+            self.chown(log)?;
+            all.push(log.as_os_str());
+        }
+        self.run("pg_ctl", &all).await.with_context(|| format!("pg_ctl {}", args.first().unwrap_or(&"")))
+    }
+
+    async fn run(&self, program: &str, args: &[&OsStr]) -> anyhow::Result<()> {
+        let mut cmd = std::process::Command::new(self.bin_dir.join(program));
+        cmd.args(args).stdin(Stdio::null()).env("LC_ALL", "C");
+        if let Some((uid, gid)) = self.run_as {
+            // std drops supplementary groups itself when root changes uid.
+            cmd.uid(uid).gid(gid);
+        }
+        let output = Command::from(cmd).output().await.with_context(|| format!("running {program}"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            );
+        }
+        Ok(())
+    }
+
+    async fn ensure_database(&self) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect_with(&self.connect_options_for("postgres"))
+            .await
+            .context("connecting to the embedded cluster")?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut conn)
+            .await?;
+        if !exists {
+            sqlx::query("CREATE DATABASE conduit").execute(&mut conn).await.context("creating database")?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+/// As root, the uid and gid of the `postgres` user; otherwise the cluster runs as us.
+fn cluster_owner() -> anyhow::Result<Option<(u32, u32)>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(SUPERUSER)?.context(
+        "PostgreSQL will not run as root and there is no `postgres` system user to run it as: \
+         create one, run Conduit as another user, or set DATABASE_URL",
+    )?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+/// The first directory holding all of initdb, pg_ctl and postgres: on PATH, then
+/// `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let complete = |dir: &Path| REQUIRED.iter().all(|bin| dir.join(bin).is_file());
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if let Some(dir) = on_path.into_iter().find(|dir| complete(dir)) {
+        return Some(dir);
+    }
+    let from_pg_config = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if let Some(dir) = from_pg_config.filter(|dir| complete(dir)) {
+        return Some(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| complete(dir))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, dir)| dir)
+}

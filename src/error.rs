@@ -1,0 +1,198 @@
+//! The one error type of the API and its mapping to HTTP responses.
+//!
+//! Every failure a handler can meet ends up here, and every response body has the
+//! RealWorld shape `{"errors": {"<field>": ["<message>", ...]}}`. Internal errors are
+//! logged once, with their cause, and answered with a generic message.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::extract::Json;
+
+/// Field-level validation failures: field name to messages, in a stable order.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationErrors(BTreeMap<String, Vec<String>>);
+
+impl ValidationErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One failure on one field.
+    pub fn single(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = Self::new();
+        errors.add(field, message);
+        errors
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_default().push(message.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Records the error of a parse, if any, and hands back the parsed value.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    /// `Ok(())` when nothing was recorded, the 422 error otherwise.
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.is_empty() { Ok(()) } else { Err(Error::Validation(self)) }
+    }
+}
+
+/// Everything that can go wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 401: a required token is missing, or a token is malformed, expired or forged.
+    #[error("authentication required")]
+    Unauthorized,
+    /// 401 on login: one answer for an unknown email and a wrong password.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// 403: the caller is authenticated but does not own the resource.
+    #[error("forbidden")]
+    Forbidden,
+    /// 404 for the named kind of resource ("article", "profile", "comment").
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 422 with field-level messages.
+    #[error("validation failed")]
+    Validation(ValidationErrors),
+    /// A client error detected outside validation (bad JSON, wrong media type, ...).
+    #[error("{message}")]
+    Request { status: StatusCode, message: String },
+    /// A database failure that is not the client's fault.
+    #[error("database error")]
+    Database(sqlx::Error),
+    /// Anything else that is not the client's fault.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Request { status, .. } => *status,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A client error with a message under the `body` key.
+    pub fn request(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Request { status, message: message.into() }
+    }
+
+    fn body(&self) -> ValidationErrors {
+        match self {
+            Self::Unauthorized => ValidationErrors::single("token", "is missing, invalid or expired"),
+            Self::InvalidCredentials => ValidationErrors::single("email or password", "is invalid"),
+            Self::Forbidden => ValidationErrors::single("permission", "denied: you are not the owner"),
+            Self::NotFound(what) => ValidationErrors::single(what, "not found"),
+            Self::Validation(errors) => errors.clone(),
+            Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
+            Self::Database(_) | Self::Internal(_) => {
+                ValidationErrors::single("server", "internal error, please try again later")
+            }
+        }
+    }
+}
+
+/// Constraint violations are the client's fault and get their 4xx; anything
+/// else from the database is internal.
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        let Some(db) = err.as_database_error() else { return Self::Database(err) };
+        let field_error = |field: &str, message: &str| Self::Validation(ValidationErrors::single(field, message));
+        match db.constraint() {
+            Some("users_username_key") if db.is_unique_violation() => field_error("username", "has already been taken"),
+            Some("users_email_key") if db.is_unique_violation() => field_error("email", "has already been taken"),
+            Some("articles_slug_key") if db.is_unique_violation() => {
+                field_error("title", "an article with the same slug was saved at the same time; please retry")
+            }
+            Some("follows_not_self") => field_error("username", "you cannot follow yourself"),
+            // The caller's own row is gone: the token outlived its account.
+            Some(
+                "articles_author_id_fkey" | "comments_author_id_fkey" | "follows_follower_id_fkey" | "favorites_user_id_fkey",
+            ) if db.is_foreign_key_violation() => Self::Unauthorized,
+            // The target was deleted by someone else in the meantime.
+            Some("favorites_article_id_fkey" | "comments_article_id_fkey" | "article_tags_article_id_fkey")
+                if db.is_foreign_key_violation() =>
+            {
+                Self::NotFound("article")
+            }
+            Some("follows_followee_id_fkey") if db.is_foreign_key_violation() => Self::NotFound("profile"),
+            _ => Self::Database(err),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    errors: ValidationErrors,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Database(err) => tracing::error!(error = ?err, "database error"),
+            Self::Internal(err) => tracing::error!(error = ?err, "internal error"),
+            _ => {}
+        }
+        let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Token"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_errors_group_messages_by_field() {
+        let mut errors = ValidationErrors::new();
+        errors.add("email", "can't be blank");
+        errors.add("email", "is invalid");
+        errors.add("username", "is too long");
+        let json = serde_json::to_value(&errors).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"email": ["can't be blank", "is invalid"], "username": ["is too long"]})
+        );
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let err = Error::Internal(anyhow::anyhow!("secret connection string"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_string(&err.body()).expect("serialises");
+        assert!(!body.contains("secret"));
+    }
+}

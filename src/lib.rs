@@ -1,0 +1,128 @@
+//! Conduit: the RealWorld API on Axum, SQLx and PostgreSQL.
+//!
+//! Requests flow one way: `routes` (HTTP DTOs) → `domain` (parsed values) → `db`
+//! (SQL). `app` wires the routes and middleware; `run` owns the process lifecycle.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod telemetry;
+
+use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::{
+    app::{AppState, HttpOptions},
+    auth::{JwtKeys, PasswordHasher},
+    config::{Config, Database},
+    embedded_pg::EmbeddedPostgres,
+};
+
+/// Runs the server until SIGINT or SIGTERM, starting and stopping the embedded
+/// PostgreSQL around it when no `DATABASE_URL` is configured.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    match &config.database {
+        Database::External(url) => {
+            let options: PgConnectOptions =
+                url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            let secret = config.jwt_secret.clone().context("JWT_SECRET is required with DATABASE_URL")?;
+            serve(&config, options, secret).await
+        }
+        Database::Embedded => {
+            let secret = match config.jwt_secret.clone() {
+                Some(secret) => secret,
+                None => load_or_create_secret(&config.data_dir)?,
+            };
+            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            let served = serve(&config, pg.connect_options(), secret).await;
+            let stopped = pg.stop().await;
+            served.and(stopped)
+        }
+    }
+}
+
+async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
+    let db = db::connect(options, config.db_max_connections).await.context("connecting to PostgreSQL")?;
+    db::MIGRATOR.run(&db).await.context("applying database migrations")?;
+    let state = AppState {
+        db: db.clone(),
+        jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
+        hasher: PasswordHasher::new(password_concurrency()),
+    };
+    let app = app::router(
+        state,
+        &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },
+    );
+    let listener = tokio::net::TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    tracing::info!("in-flight requests finished; shutting down");
+    db.close().await;
+    Ok(())
+}
+
+/// One Argon2 computation per core at a time: the rest wait for a permit.
+fn password_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The embedded mode's signing secret: generated once, kept in the data directory
+/// (mode 0600) so that tokens survive restarts.
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
+    let path = data_dir.join("jwt-secret");
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= auth::jwt::MIN_SECRET_BYTES => return Ok(SecretString::from(secret.trim())),
+        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes: delete it to generate a new one", path.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no OS randomness: {err}"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(SecretString::from(secret))
+}

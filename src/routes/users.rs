@@ -1,0 +1,162 @@
+//! `/api/users`, `/api/users/login` and `/api/user`: accounts and sessions.
+
+use axum::{extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::AppState,
+    db,
+    domain::{Bio, Email, ImageUrl, Password, Username},
+    error::{Error, Result, ValidationErrors},
+    extract::{AuthUser, Json},
+};
+
+#[derive(Debug, Deserialize)]
+pub struct Envelope<T> {
+    user: T,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginUser {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+/// Every field optional; `bio` and `image` may be `null` or `""` to clear them.
+#[derive(Debug, Deserialize)]
+pub struct UpdateUser {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    bio: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    image: Option<Option<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct User {
+    email: String,
+    token: String,
+    username: String,
+    bio: String,
+    image: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserResponse {
+    user: User,
+}
+
+fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
+    Json(UserResponse { user: User { email: row.email, token, username: row.username, bio: row.bio, image: row.image } })
+}
+
+/// A required text field: absent and blank are both "can't be blank".
+fn required<T>(
+    errors: &mut ValidationErrors,
+    field: &str,
+    value: Option<&String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    errors.check(field, parse(value.map_or("", String::as_str)))
+}
+
+/// `POST /api/users`: register, 201 with a token.
+#[tracing::instrument(skip_all)]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(Envelope { user: new }): Json<Envelope<NewUser>>,
+) -> Result<(StatusCode, Json<UserResponse>)> {
+    let mut errors = ValidationErrors::new();
+    let username = required(&mut errors, "username", new.username.as_ref(), Username::parse);
+    let email = required(&mut errors, "email", new.email.as_ref(), Email::parse);
+    let password = required(&mut errors, "password", new.password.as_ref(), Password::parse);
+    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
+        return Err(Error::Validation(errors));
+    };
+    let hash = state.hasher.hash(&password).await?;
+    let row = db::users::insert(&state.db, username.as_str(), email.as_str(), &hash).await?;
+    let token = state.jwt.sign(row.id)?;
+    tracing::info!(user_id = row.id, "user registered");
+    Ok((StatusCode::CREATED, respond(row, token)))
+}
+
+/// `POST /api/users/login`: one 401 for an unknown email and a wrong password,
+/// after the same Argon2 work in both cases.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    State(state): State<AppState>,
+    Json(Envelope { user: login }): Json<Envelope<LoginUser>>,
+) -> Result<Json<UserResponse>> {
+    let mut errors = ValidationErrors::new();
+    let email = login.email.as_deref().map(str::trim).unwrap_or_default();
+    let password = login.password.as_deref().unwrap_or_default();
+    if email.is_empty() {
+        errors.add("email", "can't be blank");
+    }
+    if password.is_empty() {
+        errors.add("password", "can't be blank");
+    }
+    errors.into_result()?;
+
+    let Some(found) = db::users::credentials_by_email(&state.db, email).await? else {
+        state.hasher.verify_dummy(password).await?;
+        return Err(Error::InvalidCredentials);
+    };
+    if !state.hasher.verify(password, &found.password_hash).await? {
+        return Err(Error::InvalidCredentials);
+    }
+    let token = state.jwt.sign(found.user.id)?;
+    Ok(respond(found.user, token))
+}
+
+/// `GET /api/user`: the caller, with the token they presented.
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
+    let row = db::users::find_by_id(&state.db, user.id).await?.ok_or(Error::Unauthorized)?;
+    Ok(respond(row, user.token))
+}
+
+/// `PUT /api/user`: change any subset of the fields. Re-sending one's own
+/// username or email is not a conflict.
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(Envelope { user: changes }): Json<Envelope<UpdateUser>>,
+) -> Result<Json<UserResponse>> {
+    let mut errors = ValidationErrors::new();
+    let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));
+    let email = changes.email.as_deref().and_then(|v| errors.check("email", Email::parse(v)));
+    let password = changes.password.as_deref().and_then(|v| errors.check("password", Password::parse(v)));
+    let bio = changes.bio.map(|v| errors.check("bio", Bio::parse_optional(v.as_deref().unwrap_or_default())));
+    let image = changes.image.map(|v| errors.check("image", ImageUrl::parse(v.as_deref().unwrap_or_default())));
+    errors.into_result()?;
+
+    let password_hash = match &password {
+        Some(password) => Some(state.hasher.hash(password).await?),
+        None => None,
+    };
+    let row = db::users::update(
+        &state.db,
+        user.id,
+        &db::users::Changes {
+            username: username.as_ref().map(Username::as_str),
+            email: email.as_ref().map(Email::as_str),
+            password_hash: password_hash.as_deref(),
+            bio: bio.as_ref().and_then(|b| b.as_ref()).map(Bio::as_str),
+            image: image.as_ref().and_then(|i| i.as_ref()).map(ImageUrl::as_str),
+        },
+    )
+    .await?
+    .ok_or(Error::Unauthorized)?;
+    Ok(respond(row, user.token))
+}
