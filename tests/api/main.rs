@@ -1,0 +1,4 @@
+//! API tests: the real router on a fresh PostgreSQL database per test.
+
+mod support;
+mod users;

@@ -1,0 +1,224 @@
+//! The test harness: a fresh database per test, the real router, and helpers to
+//! send requests through it with `oneshot`.
+//!
+//! With `DATABASE_URL` set, each test creates its own database on that server.
+//! Without it, one throwaway PostgreSQL cluster is started from the installed
+//! server binaries for the whole test process, and removed when the process ends.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use conduit::{
+    app::{self, AppState, HttpOptions},
+    auth::{JwtKeys, PasswordHasher},
+    config::CorsOrigins,
+    embedded_pg::EmbeddedPostgres,
+};
+use http_body_util::BodyExt as _;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgConnectOptions};
+use tokio::sync::OnceCell;
+use tower::ServiceExt as _;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-!";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Where test databases are created: the admin connection of the server.
+static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+async fn server() -> PgConnectOptions {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return url.parse().expect("DATABASE_URL is a valid PostgreSQL URL");
+            }
+            let dir = tempfile::Builder::new().prefix("conduit-test-pg-").tempdir().expect("temp dir").keep();
+            // The cluster may run as the `postgres` user, which must reach the directory.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+            // The cluster outlives no test process: a watchdog stops it and removes
+            // its directory once this process is gone.
+            let pg = EmbeddedPostgres::start(&dir).await.expect("start a throwaway PostgreSQL");
+            let options = pg.connect_options_for("postgres");
+            let script = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                 kill -INT \"$(head -n1 '{dir}/pgdata/postmaster.pid')\" 2>/dev/null; \
+                 sleep 3; rm -rf '{dir}'",
+                pid = std::process::id(),
+                dir = dir.display()
+            );
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn the cluster watchdog");
+            std::mem::forget(pg);
+            options
+        })
+        .await
+        .clone()
+}
+
+/// One test's application, on its own database, dropped when the test ends.
+pub struct TestApp {
+    pub router: Router,
+    pub db: PgPool,
+    pub jwt: Arc<JwtKeys>,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) }).await
+    }
+
+    pub async fn with_options(options: HttpOptions) -> Self {
+        let admin = server().await;
+        let name = format!("conduit_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut conn = PgConnection::connect_with(&admin).await.expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let db = conduit::db::connect(admin.clone().database(&name), 5).await.expect("connect to test database");
+        conduit::db::MIGRATOR.run(&db).await.expect("migrate");
+        let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
+        let state = AppState { db: db.clone(), jwt: jwt.clone(), hasher: PasswordHasher::new(2) };
+        Self { router: app::router(state, &options), db, jwt, name, admin }
+    }
+
+    /// Sends one request through the router.
+    pub async fn request(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Token {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("valid request")).await
+    }
+
+    /// Sends a hand-built request through the router.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.expect("read body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        TestResponse { status, headers, body, text }
+    }
+
+    pub async fn get(&self, uri: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::GET, uri, token, None).await
+    }
+
+    pub async fn post(&self, uri: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::POST, uri, token, Some(body)).await
+    }
+
+    pub async fn put(&self, uri: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::PUT, uri, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, uri: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::DELETE, uri, token, None).await
+    }
+
+    /// Registers `username` (email `<username>@example.com`) and returns the token.
+    pub async fn register(&self, username: &str) -> String {
+        let response = self
+            .post(
+                "/api/users",
+                None,
+                json!({"user": {"username": username, "email": format!("{username}@example.com"), "password": PASSWORD}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "register {username}: {}", response.text);
+        response.body["user"]["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates an article and returns its slug.
+    pub async fn create_article(&self, token: &str, title: &str, tags: &[&str]) -> String {
+        let response = self
+            .post(
+                "/api/articles",
+                Some(token),
+                json!({"article": {"title": title, "description": "about it", "body": "the body", "tagList": tags}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "create {title}: {}", response.text);
+        response.body["article"]["slug"].as_str().expect("slug").to_owned()
+    }
+
+    /// Number of rows in `table` (to check that nothing was half-written).
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.db)
+            .await
+            .expect("count rows")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs outside any async context we may block, so use a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect_with(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        let _ = dropped;
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body parsed as JSON (`Null` when empty or not JSON).
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestResponse {
+    /// Asserts the status and that the body is in the API's error format with a
+    /// message under `field`.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, field: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        let messages = &self.body["errors"][field];
+        assert!(
+            messages.as_array().is_some_and(|m| !m.is_empty() && m.iter().all(Value::is_string)),
+            "expected errors.{field} in {}",
+            self.text
+        );
+    }
+}
