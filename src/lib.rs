@@ -66,9 +66,40 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
         .await
         .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
-    tracing::info!("in-flight requests finished; shutting down");
+    let grace = config.request_timeout + std::time::Duration::from_secs(5);
+    serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")?;
     db.close().await;
+    Ok(())
+}
+
+/// Serves `app` until `shutdown` resolves, then stops accepting connections and
+/// returns once the requests in flight have been answered, or after `grace` if
+/// some connection will not finish.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = fired.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+    let deadline = async move {
+        match on_fire.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => {
+            served?;
+            tracing::info!("in-flight requests finished; shutting down");
+        }
+        () = deadline => tracing::warn!(?grace, "grace period over: closing the remaining connections"),
+    }
     Ok(())
 }
 
