@@ -3,3 +3,4 @@
 mod support;
 mod users;
 mod server;
+mod process;

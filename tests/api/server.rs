@@ -28,7 +28,7 @@ async fn start(app: &TestApp) -> (std::net::SocketAddr, tokio::sync::oneshot::Se
 }
 
 /// One HTTP/1.1 request on a new connection; returns the status and the body.
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

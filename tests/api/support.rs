@@ -178,6 +178,26 @@ impl TestApp {
             .await
             .expect("count rows")
     }
+
+    /// Makes the owner of `token` follow `username`.
+    pub async fn follow(&self, token: &str, username: &str) {
+        let response = self.post(&format!("/api/profiles/{username}/follow"), Some(token), json!({})).await;
+        assert_eq!(response.status, StatusCode::OK, "follow {username}: {}", response.text);
+    }
+
+    /// Makes the owner of `token` favorite the article `slug`.
+    pub async fn favorite(&self, token: &str, slug: &str) {
+        let response = self.post(&format!("/api/articles/{slug}/favorite"), Some(token), json!({})).await;
+        assert_eq!(response.status, StatusCode::OK, "favorite {slug}: {}", response.text);
+    }
+
+    /// Comments on the article `slug` and returns the comment's id.
+    pub async fn comment(&self, token: &str, slug: &str, body: &str) -> i64 {
+        let response =
+            self.post(&format!("/api/articles/{slug}/comments"), Some(token), json!({"comment": {"body": body}})).await;
+        assert_eq!(response.status, StatusCode::CREATED, "comment on {slug}: {}", response.text);
+        response.body["comment"]["id"].as_i64().expect("comment id")
+    }
 }
 
 impl Drop for TestApp {
@@ -221,4 +241,24 @@ impl TestResponse {
             self.text
         );
     }
+}
+
+impl TestResponse {
+    /// The field names under `errors`, sorted, to check that no other field is blamed.
+    pub fn error_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> =
+            self.body["errors"].as_object().map(|errors| errors.keys().cloned().collect()).unwrap_or_default();
+        fields.sort();
+        fields
+    }
+}
+
+/// Whether `value` is a timestamp like `2026-11-27T16:17:39.120Z`: RFC 3339 in UTC
+/// with exactly three fractional digits.
+pub fn is_millis_timestamp(value: &Value) -> bool {
+    const SHAPE: &str = "0000-00-00T00:00:00.000Z";
+    value.as_str().is_some_and(|text| {
+        text.len() == SHAPE.len()
+            && text.bytes().zip(SHAPE.bytes()).all(|(c, s)| if s == b'0' { c.is_ascii_digit() } else { c == s })
+    })
 }

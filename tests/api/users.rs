@@ -1,9 +1,55 @@
 //! Registration, login and the current user.
 
 use axum::http::StatusCode;
-use serde_json::json;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, TestApp};
+use crate::support::{JWT_SECRET, PASSWORD, TestApp, TestResponse};
+
+/// `{"user": {username, email, password}}`, the body of a registration.
+fn new_user(username: &str, email: &str, password: &str) -> Value {
+    json!({"user": {"username": username, "email": email, "password": password}})
+}
+
+async fn register(app: &TestApp, username: &str, email: &str, password: &str) -> TestResponse {
+    app.post("/api/users", None, new_user(username, email, password)).await
+}
+
+async fn login(app: &TestApp, email: &str, password: &str) -> TestResponse {
+    app.post("/api/users/login", None, json!({"user": {"email": email, "password": password}})).await
+}
+
+async fn update(app: &TestApp, token: &str, changes: Value) -> TestResponse {
+    app.put("/api/user", Some(token), json!({"user": changes})).await
+}
+
+/// The field names under `errors`, sorted.
+fn error_fields(response: &TestResponse) -> Vec<String> {
+    let mut fields: Vec<String> =
+        response.body["errors"].as_object().map(|errors| errors.keys().cloned().collect()).unwrap_or_default();
+    fields.sort();
+    fields
+}
+
+/// Asserts a 422 with messages under exactly `fields`.
+#[track_caller]
+fn assert_invalid(response: &TestResponse, fields: &[&str]) {
+    for field in fields {
+        response.assert_error(StatusCode::UNPROCESSABLE_ENTITY, field);
+    }
+    assert_eq!(error_fields(response), fields, "{}", response.text);
+}
+
+/// The user id a token was signed for, after checking the signature and the claims.
+#[track_caller]
+fn token_subject(token: &str) -> String {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&["conduit"]);
+    validation.set_audience(&["conduit-api"]);
+    let data = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(JWT_SECRET.as_bytes()), &validation)
+        .unwrap_or_else(|err| panic!("{token} is not a valid token: {err}"));
+    data.claims["sub"].as_str().expect("sub is a string").to_owned()
+}
 
 #[tokio::test]
 async fn registering_returns_201_with_the_user_and_a_working_token() {
@@ -22,4 +68,281 @@ async fn registering_returns_201_with_the_user_and_a_working_token() {
     let me = app.get("/api/user", Some(token)).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["user"]["username"], "jake");
+}
+
+#[tokio::test]
+async fn registering_with_missing_or_blank_fields_is_422_per_field() {
+    let app = TestApp::new().await;
+    for field in ["username", "email", "password"] {
+        let mut body = new_user("jake", "jake@jake.jake", PASSWORD);
+        body["user"].as_object_mut().expect("object").remove(field);
+        assert_invalid(&app.post("/api/users", None, body.clone()).await, &[field]);
+
+        body["user"][field] = json!("   ");
+        assert_invalid(&app.post("/api/users", None, body).await, &[field]);
+    }
+    assert_invalid(&app.post("/api/users", None, json!({"user": {}})).await, &["email", "password", "username"]);
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn registering_with_a_malformed_email_or_overlong_fields_is_422() {
+    let app = TestApp::new().await;
+    let long_name = "x".repeat(41);
+    let cases = [
+        ("email", "jake", "jake", PASSWORD.to_owned()),
+        ("username", long_name.as_str(), "jake@jake.jake", PASSWORD.to_owned()),
+        ("username", "jake the dog", "jake@jake.jake", PASSWORD.to_owned()),
+        ("password", "jake", "jake@jake.jake", "1234567".to_owned()),
+        ("password", "jake", "jake@jake.jake", "p".repeat(129)),
+    ];
+    for (field, username, email, password) in cases {
+        assert_invalid(&register(&app, username, email, &password).await, &[field]);
+    }
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn the_longest_allowed_username_and_password_are_accepted() {
+    let app = TestApp::new().await;
+    let (username, password) = ("x".repeat(40), "p".repeat(128));
+    let response = register(&app, &username, "long@jake.jake", &password).await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    assert_eq!(response.body["user"]["username"], username.as_str());
+    assert_eq!(login(&app, "long@jake.jake", &password).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn registering_a_taken_username_or_email_in_any_case_is_422() {
+    let app = TestApp::new().await;
+    assert_eq!(register(&app, "jake", "jake@jake.jake", PASSWORD).await.status, StatusCode::CREATED);
+
+    let same_name = register(&app, "JAKE", "other@jake.jake", PASSWORD).await;
+    assert_invalid(&same_name, &["username"]);
+    assert_eq!(same_name.body["errors"]["username"], json!(["has already been taken"]));
+
+    let same_email = register(&app, "other", "Jake@Jake.jake", PASSWORD).await;
+    assert_invalid(&same_email, &["email"]);
+    assert_eq!(same_email.body["errors"]["email"], json!(["has already been taken"]));
+
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn logging_in_returns_the_user_with_a_fresh_token() {
+    let app = TestApp::new().await;
+    let registered = register(&app, "jake", "jake@jake.jake", PASSWORD).await;
+    let id = token_subject(registered.body["user"]["token"].as_str().expect("token"));
+
+    let response = login(&app, "JAKE@jake.JAKE", PASSWORD).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    let user = &response.body["user"];
+    assert_eq!(user["username"], "jake");
+    assert_eq!(user["email"], "jake@jake.jake", "the email as registered, not as typed");
+    assert_eq!(user["bio"], "");
+    assert_eq!(user["image"], "");
+    let token = user["token"].as_str().expect("token");
+    assert_eq!(token_subject(token), id);
+    let me = app.get("/api/user", Some(token)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["user"]["username"], "jake");
+}
+
+#[tokio::test]
+async fn login_with_an_unknown_email_or_a_wrong_password_gets_the_same_401() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+
+    let unknown = login(&app, "nobody@example.com", PASSWORD).await;
+    let wrong = login(&app, "jake@example.com", "not the password").await;
+    for response in [&unknown, &wrong] {
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{}", response.text);
+        assert_eq!(response.body, json!({"errors": {"email or password": ["is invalid"]}}));
+    }
+    assert_eq!(unknown.text, wrong.text);
+}
+
+#[tokio::test]
+async fn login_with_missing_fields_is_422() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let cases = [
+        (json!({}), vec!["email", "password"]),
+        (json!({"email": "jake@example.com"}), vec!["password"]),
+        (json!({"password": PASSWORD}), vec!["email"]),
+        (json!({"email": "  ", "password": ""}), vec!["email", "password"]),
+    ];
+    for (user, fields) in cases {
+        let response = app.post("/api/users/login", None, json!({"user": user})).await;
+        assert_invalid(&response, &fields);
+    }
+}
+
+#[tokio::test]
+async fn getting_the_current_user_returns_the_presented_token() {
+    let app = TestApp::new().await;
+    let registered = app.register("jake").await;
+    let me = app.get("/api/user", Some(&registered)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["user"]["token"], registered.as_str());
+    assert_eq!(me.body["user"]["email"], "jake@example.com");
+
+    let logged_in = login(&app, "jake@example.com", PASSWORD).await;
+    let token = logged_in.body["user"]["token"].as_str().expect("token");
+    let me = app.get("/api/user", Some(token)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["user"]["token"], token);
+}
+
+#[tokio::test]
+async fn updating_the_user_changes_only_the_given_fields() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+
+    let response = update(&app, &token, json!({"bio": "I like to skateboard"})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(
+        response.body["user"],
+        json!({"username": "jake", "email": "jake@example.com", "bio": "I like to skateboard", "image": "", "token": token})
+    );
+
+    let image = "https://i.stack.imgur.com/xHWG8.jpg";
+    let response = update(&app, &token, json!({"image": image})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["user"]["image"], image);
+    assert_eq!(response.body["user"]["bio"], "I like to skateboard");
+
+    let response = update(&app, &token, json!({"username": "jacob"})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    let expected =
+        json!({"username": "jacob", "email": "jake@example.com", "bio": "I like to skateboard", "image": image, "token": token});
+    assert_eq!(response.body["user"], expected);
+    assert_eq!(app.get("/api/user", Some(&token)).await.body["user"], expected);
+    assert_eq!(app.get("/api/profiles/jacob", None).await.status, StatusCode::OK);
+    assert_eq!(app.get("/api/profiles/jake", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(login(&app, "jake@example.com", PASSWORD).await.status, StatusCode::OK, "password kept");
+}
+
+#[tokio::test]
+async fn updating_the_user_with_their_own_email_and_username_succeeds() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+
+    let response = update(&app, &token, json!({"username": "jake", "email": "jake@example.com"})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["user"]["username"], "jake");
+
+    let response = update(&app, &token, json!({"username": "Jake", "email": "JAKE@example.com"})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["user"]["username"], "Jake");
+    assert_eq!(response.body["user"]["email"], "JAKE@example.com");
+}
+
+#[tokio::test]
+async fn updating_to_another_users_email_or_username_is_422() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let bob = app.register("bob").await;
+
+    let response = update(&app, &bob, json!({"username": "JAKE"})).await;
+    assert_invalid(&response, &["username"]);
+    assert_eq!(response.body["errors"]["username"], json!(["has already been taken"]));
+
+    let response = update(&app, &bob, json!({"email": "Jake@Example.com"})).await;
+    assert_invalid(&response, &["email"]);
+    assert_eq!(response.body["errors"]["email"], json!(["has already been taken"]));
+
+    let me = app.get("/api/user", Some(&bob)).await;
+    assert_eq!((&me.body["user"]["username"], &me.body["user"]["email"]), (&json!("bob"), &json!("bob@example.com")));
+}
+
+#[tokio::test]
+async fn updating_with_invalid_values_is_422_and_changes_nothing() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let cases = [
+        (json!({"username": ""}), "username"),
+        (json!({"username": "a/b"}), "username"),
+        (json!({"email": "jake"}), "email"),
+        (json!({"password": "short"}), "password"),
+        (json!({"bio": "b".repeat(1001)}), "bio"),
+    ];
+    for (changes, field) in cases {
+        assert_invalid(&update(&app, &token, changes).await, &[field]);
+    }
+    let me = app.get("/api/user", Some(&token)).await;
+    assert_eq!(me.body["user"]["username"], "jake");
+    assert_eq!(me.body["user"]["email"], "jake@example.com");
+    assert_eq!(me.body["user"]["bio"], "");
+    assert_eq!(login(&app, "jake@example.com", PASSWORD).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn updating_the_password_lets_the_user_log_in_with_the_new_one_only() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let new_password = "a brand new password";
+
+    let response = update(&app, &token, json!({"password": new_password})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert!(response.body["user"].get("password").is_none(), "{}", response.text);
+
+    assert_eq!(login(&app, "jake@example.com", new_password).await.status, StatusCode::OK);
+    assert_eq!(login(&app, "jake@example.com", PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bio_and_image_are_empty_strings_until_set_and_null_clears_them() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let me = app.get("/api/user", Some(&token)).await;
+    assert_eq!((&me.body["user"]["bio"], &me.body["user"]["image"]), (&json!(""), &json!("")));
+    let profile = app.get("/api/profiles/jake", None).await;
+    assert_eq!((&profile.body["profile"]["bio"], &profile.body["profile"]["image"]), (&json!(""), &json!("")));
+
+    let set = update(&app, &token, json!({"bio": "hello", "image": "http://example.com/me.png"})).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!((&set.body["user"]["bio"], &set.body["user"]["image"]), (&json!("hello"), &json!("http://example.com/me.png")));
+
+    let cleared = update(&app, &token, json!({"bio": null, "image": ""})).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.text);
+    assert_eq!((&cleared.body["user"]["bio"], &cleared.body["user"]["image"]), (&json!(""), &json!("")));
+    let profile = app.get("/api/profiles/jake", None).await;
+    assert_eq!((&profile.body["profile"]["bio"], &profile.body["profile"]["image"]), (&json!(""), &json!("")));
+
+    update(&app, &token, json!({"bio": "again", "image": "https://example.com/me.png"})).await;
+    let cleared = update(&app, &token, json!({"bio": "", "image": null})).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.text);
+    assert_eq!((&cleared.body["user"]["bio"], &cleared.body["user"]["image"]), (&json!(""), &json!("")));
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_an_http_url_is_422() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    for image in ["javascript:alert(1)", "ftp://example.com/me.png", "me.png", "https://", "https://exa mple.com/a.png"] {
+        assert_invalid(&update(&app, &token, json!({"image": image})).await, &["image"]);
+    }
+    assert_eq!(app.get("/api/user", Some(&token)).await.body["user"]["image"], "");
+}
+
+#[tokio::test]
+async fn server_assigned_fields_in_the_request_are_ignored() {
+    let app = TestApp::new().await;
+    let body = json!({"user": {
+        "username": "jake", "email": "jake@jake.jake", "password": PASSWORD,
+        "token": "x", "id": 5, "bio": "b", "image": "https://example.com/a.png", "following": true
+    }});
+    let response = app.post("/api/users", None, body).await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    let user = &response.body["user"];
+    let token = user["token"].as_str().expect("token");
+    assert_ne!(token, "x");
+    assert_ne!(token_subject(token), "5");
+    assert_eq!((&user["bio"], &user["image"]), (&json!(""), &json!("")));
+    assert!(user.get("id").is_none() && user.get("following").is_none(), "{}", response.text);
+
+    let updated = update(&app, &token, json!({"token": "x", "id": 5})).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
+    assert_eq!(updated.body["user"]["token"], token);
 }

@@ -1,0 +1,145 @@
+//! Authentication: the `Authorization` header on required and optional endpoints.
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::{JWT_SECRET, TestApp, TestResponse};
+
+fn article() -> Value {
+    json!({"article": {"title": "A title", "description": "about it", "body": "the body", "tagList": []}})
+}
+
+/// Sends `method uri` with the raw `Authorization` header value `authorization`.
+async fn send_with_authorization(app: &TestApp, method: Method, uri: &str, authorization: &str) -> TestResponse {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, authorization)
+        .body(Body::empty())
+        .expect("valid request");
+    app.send(request).await
+}
+
+/// A token signed with `secret`, with the server's claims for `sub` and the given
+/// issue and expiry times (seconds from now, may be negative).
+fn forge(secret: &str, sub: &str, issued: i64, expires: i64) -> String {
+    let now = i64::try_from(jsonwebtoken::get_current_timestamp()).expect("a sane clock");
+    let claims =
+        json!({"sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now + issued, "exp": now + expires});
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
+}
+
+async fn user_id(app: &TestApp, username: &str) -> i64 {
+    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_one(&app.db)
+        .await
+        .expect("user exists")
+}
+
+/// Asserts the 401 of the API: errors under `token` and a `WWW-Authenticate` challenge.
+#[track_caller]
+fn assert_unauthorized(response: &TestResponse) {
+    response.assert_error(StatusCode::UNAUTHORIZED, "token");
+    assert!(response.headers.contains_key(header::WWW_AUTHENTICATE), "no WWW-Authenticate in {:?}", response.headers);
+}
+
+#[tokio::test]
+async fn a_missing_token_on_a_protected_endpoint_is_401() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let requests = [
+        (Method::GET, "/api/user", None),
+        (Method::PUT, "/api/user", Some(json!({"user": {"bio": "b"}}))),
+        (Method::POST, "/api/articles", Some(article())),
+        (Method::GET, "/api/articles/feed", None),
+        (Method::POST, "/api/profiles/jake/follow", Some(json!({}))),
+        (Method::DELETE, "/api/profiles/jake/follow", None),
+    ];
+    for (method, uri, body) in requests {
+        let response = app.request(method.clone(), uri, None, body).await;
+        assert_unauthorized(&response);
+        assert_eq!(response.body, json!({"errors": {"token": ["is missing, invalid or expired"]}}), "{method} {uri}");
+    }
+    assert_eq!(app.count("articles").await, 0);
+    assert_eq!(app.count("follows").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_expired_and_badly_signed_tokens_are_401() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let id = user_id(&app, "jake").await.to_string();
+
+    // The forging itself is right: a token with the right secret and fresh claims works.
+    let valid = forge(JWT_SECRET, &id, 0, 3600);
+    assert_eq!(app.get("/api/user", Some(&valid)).await.status, StatusCode::OK);
+
+    let other_secret = "another-secret-another-secret-another!";
+    let headers = [
+        format!("Token {}", forge(JWT_SECRET, &id, -7200, -3600)),
+        format!("Token {}", forge(other_secret, &id, 0, 3600)),
+        format!("Token {}", forge(JWT_SECRET, "not-a-number", 0, 3600)),
+        "Token garbage".to_owned(),
+        "Token a.b.c".to_owned(),
+        "Token ".to_owned(),
+        "Token".to_owned(),
+        valid.clone(),
+        "Basic xxx".to_owned(),
+        format!("Basic {valid}"),
+    ];
+    for authorization in &headers {
+        assert_unauthorized(&send_with_authorization(&app, Method::GET, "/api/user", authorization).await);
+    }
+}
+
+#[tokio::test]
+async fn both_token_and_bearer_schemes_are_accepted() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    for authorization in [format!("Token {token}"), format!("Bearer {token}"), format!("bearer {token}")] {
+        let response = send_with_authorization(&app, Method::GET, "/api/user", &authorization).await;
+        assert_eq!(response.status, StatusCode::OK, "{authorization}: {}", response.text);
+        assert_eq!(response.body["user"]["token"], token.as_str());
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_token_on_an_optional_auth_endpoint_is_401() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let expired = forge(JWT_SECRET, &user_id(&app, "jake").await.to_string(), -7200, -3600);
+    for uri in ["/api/articles", "/api/profiles/jake"] {
+        assert_unauthorized(&app.get(uri, Some("garbage")).await);
+        assert_unauthorized(&app.get(uri, Some(&expired)).await);
+        let anonymous = app.get(uri, None).await;
+        assert_eq!(anonymous.status, StatusCode::OK, "{uri}: {}", anonymous.text);
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_user_is_401() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    assert_unauthorized(&app.get("/api/user", Some(&token)).await);
+    assert_unauthorized(&app.post("/api/articles", Some(&token), article()).await);
+    assert_eq!(app.count("articles").await, 0);
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_user_cannot_update_or_follow() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    app.register("bob").await;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    assert_unauthorized(&app.put("/api/user", Some(&token), json!({"user": {"bio": "still here?"}})).await);
+    assert_unauthorized(&app.post("/api/profiles/bob/follow", Some(&token), json!({})).await);
+    assert_eq!(app.count("follows").await, 0);
+}

@@ -1,0 +1,108 @@
+//! The `conduit` binary as a user runs it: configuration errors, and the
+//! zero-configuration mode with its own PostgreSQL, across a restart.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::{server::http, support::PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conduit");
+
+/// The binary with a clean environment: only PATH and the given variables.
+fn conduit(vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(vars.iter().copied());
+    cmd.current_dir(std::env::temp_dir()).stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
+    for (vars, var) in [
+        (vec![("BIND_ADDR", "localhost")], "BIND_ADDR"),
+        (vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")], "JWT_SECRET"),
+        (vec![("DATABASE_URL", "postgres://x@127.0.0.1:1/x"), ("JWT_SECRET", "too short")], "JWT_SECRET"),
+        (vec![("RUST_LOG", "conduit=shouting")], "RUST_LOG"),
+    ] {
+        let output = conduit(&vars).output().expect("run conduit");
+        assert_eq!(output.status.code(), Some(2), "{vars:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn wait_ready(child: &mut Child, addr: std::net::SocketAddr) {
+    let started = Instant::now();
+    loop {
+        assert!(child.try_wait().expect("poll child").is_none(), "conduit exited during start-up");
+        if tokio::net::TcpStream::connect(addr).await.is_ok() && http(addr, "GET", "/health/ready", "").await.0 == 200 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready after 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn terminate(mut child: Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().try_into().expect("pid")), nix::sys::signal::SIGTERM)
+        .expect("send SIGTERM");
+    let started = Instant::now();
+    while child.try_wait().expect("poll child").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "conduit did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.wait().expect("status").success(), "clean exit after SIGTERM");
+}
+
+fn cluster_running(data_dir: &Path) -> bool {
+    data_dir.join("pgdata/postmaster.pid").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_and_tokens_across_restarts() {
+    if conduit::embedded_pg::find_bin_dir().is_none() {
+        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-embedded-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let vars = [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")), ("BIND_ADDR", &format!("127.0.0.1:{port}"))];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, *v)).collect();
+
+    let mut first = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
+    wait_ready(&mut first, addr).await;
+    let register = json!({"user": {"username": "jake", "email": "jake@example.com", "password": PASSWORD}});
+    let (status, body) = http(addr, "POST", "/api/users", &register.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).expect("json")["user"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert!(cluster_running(&data_dir));
+    terminate(first);
+    assert!(!cluster_running(&data_dir), "the embedded PostgreSQL is stopped with the server");
+
+    let mut second = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("restart conduit");
+    wait_ready(&mut second, addr).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Token {token}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "the old token still works: {response}");
+    assert!(response.contains("\"username\":\"jake\""), "the user survived the restart: {response}");
+    terminate(second);
+}
