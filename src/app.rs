@@ -134,15 +134,13 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
 async fn error_bodies(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
-        if !response.headers().contains_key(header::CONTENT_TYPE) {
-            let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
-            let mut replaced = Error::request(status, reason).into_response();
-            for (name, value) in response.headers() {
-                replaced.headers_mut().entry(name).or_insert_with(|| value.clone());
-            }
-            return replaced;
+    if (status.is_client_error() || status.is_server_error()) && !response.headers().contains_key(header::CONTENT_TYPE) {
+        let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+        let mut replaced = Error::request(status, reason).into_response();
+        for (name, value) in response.headers().iter().filter(|(name, _)| *name != header::CONTENT_LENGTH) {
+            replaced.headers_mut().entry(name).or_insert_with(|| value.clone());
         }
+        return replaced;
     }
     response
 }

@@ -4,3 +4,6 @@ mod support;
 mod users;
 mod server;
 mod process;
+mod profiles;
+mod auth;
+mod http;
