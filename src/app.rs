@@ -134,7 +134,8 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
 async fn error_bodies(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if (status.is_client_error() || status.is_server_error()) && !response.headers().contains_key(header::CONTENT_TYPE) {
+    if (status.is_client_error() || status.is_server_error()) && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
         let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
         let mut replaced = Error::request(status, reason).into_response();
         for (name, value) in response.headers().iter().filter(|(name, _)| *name != header::CONTENT_LENGTH) {

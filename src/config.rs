@@ -104,9 +104,9 @@ impl Config {
         let data_dir = get("CONDUIT_DATA_DIR").map_or_else(|| PathBuf::from(".conduit"), PathBuf::from);
 
         let bind_addr = match get("BIND_ADDR") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| invalid("BIND_ADDR", format!("`{v}` is not an address like 127.0.0.1:8080")))?,
+            Some(v) => {
+                v.parse().map_err(|_| invalid("BIND_ADDR", format!("`{v}` is not an address like 127.0.0.1:8080")))?
+            }
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
 
@@ -116,11 +116,14 @@ impl Config {
             Some(v) => {
                 let origins: Vec<String> =
                     v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
-                if let Some(bad) = origins
-                    .iter()
-                    .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.parse::<axum::http::HeaderValue>().is_err())
-                {
-                    return Err(invalid("CORS_ORIGINS", format!("`{bad}` is not an origin like https://app.example.com")));
+                if let Some(bad) = origins.iter().find(|o| {
+                    !(o.starts_with("http://") || o.starts_with("https://"))
+                        || o.parse::<axum::http::HeaderValue>().is_err()
+                }) {
+                    return Err(invalid(
+                        "CORS_ORIGINS",
+                        format!("`{bad}` is not an origin like https://app.example.com"),
+                    ));
                 }
                 CorsOrigins::List(origins)
             }

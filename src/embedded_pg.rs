@@ -108,17 +108,27 @@ impl EmbeddedPostgres {
             std::fs::remove_dir_all(&self.pgdata)?;
             self.prepare_dirs()?;
         }
+        // A UTF-8 locale, so that `lower()` (case-insensitive usernames and emails)
+        // folds every script, not only ASCII; `C.UTF-8` keeps byte-order sorting.
         let pgdata = self.pgdata.as_os_str();
-        let args: [&OsStr; 7] = [
-            "-D".as_ref(),
-            pgdata,
-            "-U".as_ref(),
-            SUPERUSER.as_ref(),
-            "--auth=trust".as_ref(),
-            "--encoding=UTF8".as_ref(),
-            "--no-locale".as_ref(),
-        ];
-        self.run("initdb", &args).await.context("initdb")
+        let args = |locale: &'static str| -> [&OsStr; 7] {
+            [
+                "-D".as_ref(),
+                pgdata,
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                "--auth=trust".as_ref(),
+                "--encoding=UTF8".as_ref(),
+                locale.as_ref(),
+            ]
+        };
+        if let Err(err) = self.run("initdb", &args("--locale=C.UTF-8")).await {
+            tracing::warn!(error = %err, "no C.UTF-8 locale: case-insensitive matching will fold ASCII only");
+            std::fs::remove_dir_all(&self.pgdata)?;
+            self.prepare_dirs()?;
+            self.run("initdb", &args("--no-locale")).await.context("initdb")?;
+        }
+        Ok(())
     }
 
     /// The cluster listens only on its own socket; rewritten at every start so the
@@ -232,9 +242,8 @@ fn cluster_owner() -> anyhow::Result<Option<(u32, u32)>> {
 /// `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
 pub fn find_bin_dir() -> Option<PathBuf> {
     let complete = |dir: &Path| REQUIRED.iter().all(|bin| dir.join(bin).is_file());
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let on_path =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
     if let Some(dir) = on_path.into_iter().find(|dir| complete(dir)) {
         return Some(dir);
     }

@@ -133,7 +133,10 @@ impl From<sqlx::Error> for Error {
             Some("follows_not_self") => field_error("username", "you cannot follow yourself"),
             // The caller's own row is gone: the token outlived its account.
             Some(
-                "articles_author_id_fkey" | "comments_author_id_fkey" | "follows_follower_id_fkey" | "favorites_user_id_fkey",
+                "articles_author_id_fkey"
+                | "comments_author_id_fkey"
+                | "follows_follower_id_fkey"
+                | "favorites_user_id_fkey",
             ) if db.is_foreign_key_violation() => Self::Unauthorized,
             // The target was deleted by someone else in the meantime.
             Some("favorites_article_id_fkey" | "comments_article_id_fkey" | "article_tags_article_id_fkey")
@@ -162,10 +165,9 @@ impl IntoResponse for Error {
         }
         let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Token"),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Token"));
         }
         response
     }
@@ -182,10 +184,7 @@ mod tests {
         errors.add("email", "is invalid");
         errors.add("username", "is too long");
         let json = serde_json::to_value(&errors).expect("serialises");
-        assert_eq!(
-            json,
-            serde_json::json!({"email": ["can't be blank", "is invalid"], "username": ["is too long"]})
-        );
+        assert_eq!(json, serde_json::json!({"email": ["can't be blank", "is invalid"], "username": ["is too long"]}));
     }
 
     #[test]

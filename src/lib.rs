@@ -139,7 +139,9 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
     let path = data_dir.join("jwt-secret");
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     match std::fs::read_to_string(&path) {
-        Ok(secret) if secret.trim().len() >= auth::jwt::MIN_SECRET_BYTES => return Ok(SecretString::from(secret.trim())),
+        Ok(secret) if secret.trim().len() >= auth::jwt::MIN_SECRET_BYTES => {
+            return Ok(SecretString::from(secret.trim()));
+        }
         Ok(_) => anyhow::bail!("{} is shorter than 32 bytes: delete it to generate a new one", path.display()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),

@@ -47,12 +47,7 @@ impl JwtKeys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
-        Self {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
-            validation,
-            ttl,
-        }
+        Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation, ttl }
     }
 
     /// A fresh token for the user.
@@ -88,8 +83,7 @@ mod tests {
     }
 
     fn forge(claims: &serde_json::Value, secret: &str, alg: Algorithm) -> String {
-        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes()))
-            .expect("encodes")
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -111,7 +105,8 @@ mod tests {
     fn expired_tokens_and_tokens_missing_claims_are_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
         let keys = keys(SECRET);
-        let expired = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600});
+        let expired =
+            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600});
         assert_eq!(keys.verify(&forge(&expired, SECRET, Algorithm::HS256)), None);
         let no_aud = serde_json::json!({"sub": "1", "iss": ISSUER, "iat": now, "exp": now + 60});
         assert_eq!(keys.verify(&forge(&no_aud, SECRET, Algorithm::HS256)), None);

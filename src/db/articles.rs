@@ -27,6 +27,8 @@ pub struct ArticleRow {
 pub struct ArticlePage {
     pub articles: Vec<ArticleRow>,
     pub total: i64,
+    /// Whether the viewer's account exists (a token can outlive it).
+    pub viewer_exists: bool,
 }
 
 /// What to list: `feed_of` restricts to authors that user follows; the other
@@ -64,7 +66,11 @@ pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Re
 
 /// A page of articles, newest first, with the total count, in one statement.
 #[tracing::instrument(skip(db))]
-pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option<i64>) -> Result<ArticlePage, sqlx::Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    query: &ListQuery<'_>,
+    viewer: Option<i64>,
+) -> Result<ArticlePage, sqlx::Error> {
     // The count row is joined to the page so that an offset past the end still
     // reports the total.
     let rows = sqlx::query!(
@@ -80,7 +86,7 @@ pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option
                  AND ($4::bigint IS NULL OR a.author_id IN (SELECT followee_id FROM follows WHERE follower_id = $4))
            ),
            page AS (SELECT id, created_at FROM filtered ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7)
-           SELECT c.total AS "total!",
+           SELECT c.total AS "total!", c.viewer_exists AS "viewer_exists!",
                   a.slug AS "slug?", a.title AS "title?", a.description AS "description?",
                   a.created_at AS "created_at?", a.updated_at AS "updated_at?",
                   ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
@@ -89,7 +95,8 @@ pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option
                   (SELECT count(*) FROM favorites f WHERE f.article_id = a.id) AS "favorites_count!",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
                   EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $5 AND fo.followee_id = u.id) AS "author_following!"
-           FROM (SELECT count(*) AS total FROM filtered) c
+           FROM (SELECT (SELECT count(*) FROM filtered) AS total,
+                        EXISTS (SELECT 1 FROM users WHERE id = $5) AS viewer_exists) c
            LEFT JOIN page p ON true
            LEFT JOIN articles a ON a.id = p.id
            LEFT JOIN users u ON u.id = a.author_id
@@ -106,6 +113,7 @@ pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option
     .await?;
 
     let total = rows.first().map_or(0, |r| r.total);
+    let viewer_exists = rows.first().is_some_and(|r| r.viewer_exists);
     let articles = rows
         .into_iter()
         .filter_map(|r| {
@@ -126,7 +134,7 @@ pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option
             })
         })
         .collect();
-    Ok(ArticlePage { articles, total })
+    Ok(ArticlePage { articles, total, viewer_exists })
 }
 
 /// Inserts an article unless `slug` is taken; `None` when it is.

@@ -17,7 +17,12 @@ pub struct CommentRow {
 
 /// Adds a comment by `author`; `None` when there is no article with `slug`.
 #[tracing::instrument(skip(db, body))]
-pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -> Result<Option<CommentRow>, sqlx::Error> {
+pub async fn add(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    author: i64,
+    body: &str,
+) -> Result<Option<CommentRow>, sqlx::Error> {
     sqlx::query_as!(
         CommentRow,
         r#"WITH c AS (
@@ -39,7 +44,11 @@ pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -
 
 /// The comments of an article, newest first; `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Vec<CommentRow>>, sqlx::Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    viewer: Option<i64>,
+) -> Result<Option<Vec<CommentRow>>, sqlx::Error> {
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
     let rows = sqlx::query!(
@@ -79,7 +88,12 @@ pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> R
 
 /// Deletes comment `id` of the article `slug` if `user` wrote it, in one statement.
 #[tracing::instrument(skip(db))]
-pub async fn delete(db: impl PgExecutor<'_>, slug: &str, id: i64, user: i64) -> Result<super::articles::Deleted, sqlx::Error> {
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    id: i64,
+    user: i64,
+) -> Result<super::articles::Deleted, sqlx::Error> {
     use super::articles::Deleted;
     let row = sqlx::query!(
         r#"WITH target AS (

@@ -13,7 +13,11 @@ pub struct ProfileRow {
 
 /// The profile of `username` as `viewer` sees it.
 #[tracing::instrument(skip(db))]
-pub async fn get(db: impl PgExecutor<'_>, username: &str, viewer: Option<i64>) -> Result<Option<ProfileRow>, sqlx::Error> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    username: &str,
+    viewer: Option<i64>,
+) -> Result<Option<ProfileRow>, sqlx::Error> {
     sqlx::query_as!(
         ProfileRow,
         r#"SELECT u.id, u.username, u.bio, u.image,
@@ -47,7 +51,11 @@ pub async fn follow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> R
 
 /// Makes `follower` stop following `username`; unfollowing twice is a no-op.
 #[tracing::instrument(skip(db))]
-pub async fn unfollow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> Result<Option<ProfileRow>, sqlx::Error> {
+pub async fn unfollow(
+    db: impl PgExecutor<'_>,
+    follower: i64,
+    username: &str,
+) -> Result<Option<ProfileRow>, sqlx::Error> {
     sqlx::query_as!(
         ProfileRow,
         r#"WITH target AS (SELECT id, username, bio, image FROM users WHERE lower(username) = lower($2)),

@@ -54,6 +54,12 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserR
         .await
 }
 
+/// Whether the account still exists (a valid token can outlive it).
+#[tracing::instrument(skip(db))]
+pub async fn exists(db: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#, id).fetch_one(db).await
+}
+
 #[tracing::instrument(skip(db))]
 pub async fn credentials_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
     let row = sqlx::query!(

@@ -56,7 +56,9 @@ impl Slug {
     pub fn is_base_of(&self, slug: &str) -> bool {
         slug.strip_prefix(self.0.as_str()).is_some_and(|rest| {
             rest.is_empty()
-                || rest.strip_prefix('-').is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         })
     }
 

@@ -2,7 +2,8 @@
 
 use super::text_newtype;
 
-/// A username: 1 to 40 letters, digits, `_`, `-` or `.`, so it is safe in a URL path.
+/// A username: 1 to 40 letters, digits, `_`, `-` or `.`, with at least one letter
+/// or digit (so never `.` or `..`), so it is safe in a URL path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -13,6 +14,9 @@ impl Username {
         let name = super::bounded_text(input, Self::MAX_CHARS)?;
         if !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             return Err("may contain only letters, digits, '_', '-' and '.'".to_owned());
+        }
+        if !name.chars().any(char::is_alphanumeric) {
+            return Err("must contain a letter or a digit".to_owned());
         }
         Ok(Self(name))
     }
@@ -113,8 +117,8 @@ impl ImageUrl {
         }
         let lower = url.to_ascii_lowercase();
         let has_host = |rest: &str| !rest.is_empty() && !rest.starts_with('/');
-        let ok = lower.strip_prefix("https://").is_some_and(has_host)
-            || lower.strip_prefix("http://").is_some_and(has_host);
+        let ok =
+            lower.strip_prefix("https://").is_some_and(has_host) || lower.strip_prefix("http://").is_some_and(has_host);
         if !ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("must be an http or https URL".to_owned());
         }
@@ -136,6 +140,9 @@ mod tests {
         assert!(Username::parse("Zoë").is_ok());
         assert!(Username::parse("two words").is_err());
         assert!(Username::parse("a/b").is_err());
+        assert!(Username::parse(".").is_err());
+        assert!(Username::parse("..").is_err());
+        assert!(Username::parse("-_-").is_err());
         assert!(Username::parse("").is_err());
         assert!(Username::parse(&"x".repeat(41)).is_err());
         assert_eq!(Username::parse("  jake ").map(|u| u.0), Ok("jake".to_owned()));

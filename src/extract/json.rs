@@ -48,9 +48,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         let mut response = axum::Json(self.0).into_response();
         if response.status().is_success() || response.status().is_client_error() {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
         }
         response
     }

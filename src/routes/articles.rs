@@ -1,9 +1,6 @@
 //! `/api/articles`: list, feed, read, write and favorite articles.
 
-use axum::{
-    extract::State,
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -98,8 +95,13 @@ fn one(row: Option<ArticleRow>) -> Result<Json<ArticleResponse>> {
     Ok(Json(ArticleResponse { article: row.into() }))
 }
 
-fn many(page: db::articles::ArticlePage) -> Json<ArticlesResponse> {
-    Json(ArticlesResponse { articles: page.articles.into_iter().map(Article::from).collect(), articles_count: page.total })
+/// The page as a response; 401 when the viewer's token outlived their account.
+fn many(page: db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<Json<ArticlesResponse>> {
+    if viewer.is_some() && !page.viewer_exists {
+        return Err(Error::Unauthorized);
+    }
+    let articles = page.articles.into_iter().map(Article::from).collect();
+    Ok(Json(ArticlesResponse { articles, articles_count: page.total }))
 }
 
 /// `GET /api/articles`: newest first, filtered by `tag`, `author` and `favorited`.
@@ -118,19 +120,28 @@ pub async fn list(
         limit: page.limit,
         offset: page.offset,
     };
-    Ok(many(db::articles::list(&state.db, &query, viewer.map(|v| v.id)).await?))
+    many(db::articles::list(&state.db, &query, viewer.as_ref().map(|v| v.id)).await?, viewer.as_ref())
 }
 
 /// `GET /api/articles/feed`: articles by the authors the caller follows.
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
-    let query = db::articles::ListQuery { feed_of: Some(user.id), limit: page.limit, offset: page.offset, ..Default::default() };
-    Ok(many(db::articles::list(&state.db, &query, Some(user.id)).await?))
+    let query = db::articles::ListQuery {
+        feed_of: Some(user.id),
+        limit: page.limit,
+        offset: page.offset,
+        ..Default::default()
+    };
+    many(db::articles::list(&state.db, &query, Some(user.id)).await?, Some(&user))
 }
 
 /// `GET /api/articles/{slug}`.
 #[tracing::instrument(skip_all, fields(slug = %slug))]
-pub async fn get(State(state): State<AppState>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Json<ArticleResponse>> {
+pub async fn get(
+    State(state): State<AppState>,
+    viewer: Option<AuthUser>,
+    Path(slug): Path<String>,
+) -> Result<Json<ArticleResponse>> {
     one(db::articles::get(&state.db, &slug, viewer.map(|v| v.id)).await?)
 }
 
@@ -155,9 +166,15 @@ pub async fn create(
     let base = Slug::from_title(title.as_str());
     let mut candidate = if base.is_reserved() { base.with_random_suffix() } else { base.clone() };
     let id = loop {
-        let inserted =
-            db::articles::insert(&mut *tx, user.id, candidate.as_str(), title.as_str(), description.as_str(), body.as_str())
-                .await?;
+        let inserted = db::articles::insert(
+            &mut *tx,
+            user.id,
+            candidate.as_str(),
+            title.as_str(),
+            description.as_str(),
+            body.as_str(),
+        )
+        .await?;
         match inserted {
             Some(id) => break id,
             None => candidate = base.with_random_suffix(),
@@ -191,7 +208,8 @@ pub async fn update(
         return Err(Error::Forbidden);
     }
     let new_base = title.as_ref().map(|t| Slug::from_title(t.as_str())).filter(|base| !base.is_base_of(&article.slug));
-    let mut new_slug = new_base.as_ref().map(|base| if base.is_reserved() { base.with_random_suffix() } else { base.clone() });
+    let mut new_slug =
+        new_base.as_ref().map(|base| if base.is_reserved() { base.with_random_suffix() } else { base.clone() });
     loop {
         // A savepoint, so that a taken slug can be retried inside the transaction.
         let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
@@ -230,6 +248,7 @@ fn is_slug_conflict(err: &sqlx::Error) -> bool {
 /// `DELETE /api/articles/{slug}`: the author only; 204.
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): Path<String>) -> Result<StatusCode> {
+    super::ensure_caller_exists(&state.db, &user).await?;
     match db::articles::delete(&state.db, &slug, user.id).await? {
         db::articles::Deleted::Yes => Ok(StatusCode::NO_CONTENT),
         db::articles::Deleted::NotFound => Err(Error::NotFound("article")),
@@ -239,7 +258,11 @@ pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): P
 
 /// `POST /api/articles/{slug}/favorite`: idempotent; any request body is ignored.
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
-pub async fn favorite(State(state): State<AppState>, user: AuthUser, Path(slug): Path<String>) -> Result<Json<ArticleResponse>> {
+pub async fn favorite(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(slug): Path<String>,
+) -> Result<Json<ArticleResponse>> {
     if !db::articles::favorite(&state.db, &slug, user.id).await? {
         return Err(Error::NotFound("article"));
     }
@@ -248,7 +271,12 @@ pub async fn favorite(State(state): State<AppState>, user: AuthUser, Path(slug):
 
 /// `DELETE /api/articles/{slug}/favorite`: idempotent.
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
-pub async fn unfavorite(State(state): State<AppState>, user: AuthUser, Path(slug): Path<String>) -> Result<Json<ArticleResponse>> {
+pub async fn unfavorite(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(slug): Path<String>,
+) -> Result<Json<ArticleResponse>> {
+    super::ensure_caller_exists(&state.db, &user).await?;
     if !db::articles::unfavorite(&state.db, &slug, user.id).await? {
         return Err(Error::NotFound("article"));
     }

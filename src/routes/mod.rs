@@ -11,7 +11,19 @@ pub mod users;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::db::profiles::ProfileRow;
+use sqlx::PgPool;
+
+use crate::{
+    db::{self, profiles::ProfileRow},
+    error::{Error, Result},
+    extract::AuthUser,
+};
+
+/// 401 when the caller's account is gone: for writes that no foreign key guards
+/// (removing a follow, a favorite, an article or a comment).
+pub async fn ensure_caller_exists(db: &PgPool, user: &AuthUser) -> Result<()> {
+    if db::users::exists(db, user.id).await? { Ok(()) } else { Err(Error::Unauthorized) }
+}
 
 /// A user as others see them.
 #[derive(Debug, Serialize)]

@@ -22,17 +22,30 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
 }
 
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn get(State(db): State<PgPool>, viewer: Option<AuthUser>, Path(username): Path<String>) -> Result<Json<ProfileResponse>> {
+pub async fn get(
+    State(db): State<PgPool>,
+    viewer: Option<AuthUser>,
+    Path(username): Path<String>,
+) -> Result<Json<ProfileResponse>> {
     respond(db::profiles::get(&db, &username, viewer.map(|v| v.id)).await?)
 }
 
 /// Any request body is ignored: clients send `{}` or a user object here.
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn follow(State(db): State<PgPool>, user: AuthUser, Path(username): Path<String>) -> Result<Json<ProfileResponse>> {
+pub async fn follow(
+    State(db): State<PgPool>,
+    user: AuthUser,
+    Path(username): Path<String>,
+) -> Result<Json<ProfileResponse>> {
     respond(db::profiles::follow(&db, user.id, &username).await?)
 }
 
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn unfollow(State(db): State<PgPool>, user: AuthUser, Path(username): Path<String>) -> Result<Json<ProfileResponse>> {
+pub async fn unfollow(
+    State(db): State<PgPool>,
+    user: AuthUser,
+    Path(username): Path<String>,
+) -> Result<Json<ProfileResponse>> {
+    super::ensure_caller_exists(&db, &user).await?;
     respond(db::profiles::unfollow(&db, user.id, &username).await?)
 }

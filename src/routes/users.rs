@@ -56,7 +56,9 @@ pub struct UserResponse {
 }
 
 fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
-    Json(UserResponse { user: User { email: row.email, token, username: row.username, bio: row.bio, image: row.image } })
+    Json(UserResponse {
+        user: User { email: row.email, token, username: row.username, bio: row.bio, image: row.image },
+    })
 }
 
 /// A required text field: absent and blank are both "can't be blank".

@@ -28,8 +28,7 @@ async fn send_with_authorization(app: &TestApp, method: Method, uri: &str, autho
 /// issue and expiry times (seconds from now, may be negative).
 fn forge(secret: &str, sub: &str, issued: i64, expires: i64) -> String {
     let now = i64::try_from(jsonwebtoken::get_current_timestamp()).expect("a sane clock");
-    let claims =
-        json!({"sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now + issued, "exp": now + expires});
+    let claims = json!({"sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now + issued, "exp": now + expires});
     jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
 }
 
@@ -82,6 +81,7 @@ async fn malformed_expired_and_badly_signed_tokens_are_401() {
     let other_secret = "another-secret-another-secret-another!";
     let headers = [
         format!("Token {}", forge(JWT_SECRET, &id, -7200, -3600)),
+        format!("Token {}", forge(JWT_SECRET, &id, 3600, 7200)),
         format!("Token {}", forge(other_secret, &id, 0, 3600)),
         format!("Token {}", forge(JWT_SECRET, "not-a-number", 0, 3600)),
         "Token garbage".to_owned(),
@@ -142,4 +142,15 @@ async fn a_token_of_a_deleted_user_cannot_update_or_follow() {
     assert_unauthorized(&app.put("/api/user", Some(&token), json!({"user": {"bio": "still here?"}})).await);
     assert_unauthorized(&app.post("/api/profiles/bob/follow", Some(&token), json!({})).await);
     assert_eq!(app.count("follows").await, 0);
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_user_cannot_read_the_feed_or_unfollow() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    app.register("bob").await;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    assert_unauthorized(&app.get("/api/articles/feed", Some(&token)).await);
+    assert_unauthorized(&app.delete("/api/profiles/bob/follow", Some(&token)).await);
 }

@@ -1,9 +1,13 @@
 //! API tests: the real router on a fresh PostgreSQL database per test.
 
-mod support;
-mod users;
-mod server;
+mod articles;
+mod auth;
+mod comments;
+mod http;
 mod process;
 mod profiles;
-mod auth;
-mod http;
+mod server;
+mod statements;
+mod support;
+mod tags;
+mod users;

@@ -79,7 +79,8 @@ async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_an
     let data_dir = dir.path().join("data");
     let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let vars = [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")), ("BIND_ADDR", &format!("127.0.0.1:{port}"))];
+    let vars =
+        [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")), ("BIND_ADDR", &format!("127.0.0.1:{port}"))];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, *v)).collect();
 
     let mut first = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
@@ -98,7 +99,8 @@ async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_an
     let mut second = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("restart conduit");
     wait_ready(&mut second, addr).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Token {token}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /api/user HTTP/1.1\r\nHost: x\r\nAuthorization: Token {token}\r\nConnection: close\r\n\r\n");
     tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("write");
     let mut response = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("read");

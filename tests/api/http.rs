@@ -1,0 +1,247 @@
+//! Cross-cutting HTTP behaviour: body parsing, routing, CORS, request ids, health
+//! probes, timeouts and the media type of responses.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use conduit::{app::HttpOptions, config::CorsOrigins};
+use serde_json::json;
+
+use crate::support::{PASSWORD, TestApp, TestResponse};
+
+const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// A request with a raw body and an optional content type.
+fn raw(method: Method, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).expect("valid request")
+}
+
+#[track_caller]
+fn assert_content_type(response: &TestResponse, expected: &str) {
+    assert_eq!(
+        response.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        Some(expected),
+        "{} {}",
+        response.status,
+        response.text
+    );
+}
+
+/// Asserts the error format under `field`, labelled as UTF-8 JSON.
+#[track_caller]
+fn assert_json_error(response: &TestResponse, status: StatusCode, field: &str) {
+    response.assert_error(status, field);
+    assert_content_type(response, JSON_UTF8);
+}
+
+fn registration() -> serde_json::Value {
+    json!({"user": {"username": "jake", "email": "jake@jake.jake", "password": PASSWORD}})
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_in_the_error_format() {
+    let app = TestApp::new().await;
+    for body in [r#"{"user":"#, "{user: {}}", "not json at all"] {
+        let response = app.send(raw(Method::POST, "/api/users", Some("application/json"), body)).await;
+        assert_json_error(&response, StatusCode::BAD_REQUEST, "body");
+    }
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_is_415_in_the_error_format() {
+    let app = TestApp::new().await;
+    let body = registration().to_string();
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let response = app.send(raw(Method::POST, "/api/users", content_type, body.clone())).await;
+        assert_json_error(&response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "body");
+    }
+    let charset = app.send(raw(Method::POST, "/api/users", Some("application/json; charset=utf-8"), body)).await;
+    assert_eq!(charset.status, StatusCode::CREATED, "{}", charset.text);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_the_error_format() {
+    let app = TestApp::new().await;
+    let mut body = registration();
+    body["user"]["bio"] = json!("x".repeat(2 * 1024 * 1024));
+    let response = app.post("/api/users", None, body).await;
+    assert_json_error(&response, StatusCode::PAYLOAD_TOO_LARGE, "body");
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn a_body_of_the_wrong_shape_is_422() {
+    let app = TestApp::new().await;
+    let bodies = [
+        json!({"user": "jake"}),
+        json!({"user": {"email": 5}}),
+        json!({"user": {"username": ["jake"], "email": "jake@jake.jake", "password": PASSWORD}}),
+        json!({}),
+        json!([]),
+        json!(null),
+    ];
+    for body in bodies {
+        let response = app.post("/api/users", None, body.clone()).await;
+        assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "body");
+    }
+    let token = app.register("jake").await;
+    let response = app.put("/api/user", Some(&token), json!({"user": {"bio": 5}})).await;
+    assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "body");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_in_the_error_format() {
+    let app = TestApp::new().await;
+    for uri in ["/api/nope", "/nope", "/api", "/api/users/jake/extra"] {
+        assert_json_error(&app.get(uri, None).await, StatusCode::NOT_FOUND, "route");
+    }
+    for (method, uri) in [(Method::DELETE, "/api/tags"), (Method::PATCH, "/api/user"), (Method::GET, "/api/users")] {
+        let response = app.request(method.clone(), uri, None, None).await;
+        assert_json_error(&response, StatusCode::METHOD_NOT_ALLOWED, "body");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_names_the_allowed_ones() {
+    let app = TestApp::new().await;
+    let response = app.request(Method::PATCH, "/api/user", None, None).await;
+    assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(allow.contains("GET") && allow.contains("PUT"), "Allow: {allow:?}");
+}
+
+/// An `OPTIONS` preflight from `origin` for a POST with a token.
+fn preflight(origin: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/articles")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+fn header_text(response: &TestResponse, name: impl header::AsHeaderName) -> &str {
+    response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_other_origins() {
+    let app = TestApp::new().await;
+    let response = app.send(preflight("http://localhost:4200")).await;
+    assert!(response.status.is_success(), "{} {}", response.status, response.text);
+    assert!(response.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{:?}", response.headers);
+    let allowed_headers = header_text(&response, header::ACCESS_CONTROL_ALLOW_HEADERS).to_ascii_lowercase();
+    assert!(allowed_headers.contains("authorization"), "{allowed_headers}");
+    assert!(allowed_headers.contains("content-type"), "{allowed_headers}");
+    assert!(header_text(&response, header::ACCESS_CONTROL_ALLOW_METHODS).contains("POST"), "{:?}", response.headers);
+
+    // The actual request is answered with the CORS headers too, exposing the request id.
+    let request = Request::builder()
+        .uri("/api/tags")
+        .header(header::ORIGIN, "http://localhost:4200")
+        .body(Body::empty())
+        .expect("valid request");
+    let response = app.send(request).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{:?}", response.headers);
+    let exposed = header_text(&response, header::ACCESS_CONTROL_EXPOSE_HEADERS).to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn cors_with_an_origin_list_allows_only_those_origins() {
+    let app = TestApp::with_options(HttpOptions {
+        cors_origins: CorsOrigins::List(vec!["https://app.example.com".to_owned()]),
+        request_timeout: Duration::from_secs(30),
+    })
+    .await;
+    let allowed = app.send(preflight("https://app.example.com")).await;
+    assert_eq!(header_text(&allowed, header::ACCESS_CONTROL_ALLOW_ORIGIN), "https://app.example.com");
+    let other = app.send(preflight("https://evil.example.com")).await;
+    assert!(!other.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{:?}", other.headers);
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let app = TestApp::new().await;
+    let first = app.get("/api/tags", None).await;
+    let second = app.get("/api/nope", None).await;
+    let ids = [header_text(&first, "x-request-id"), header_text(&second, "x-request-id")];
+    assert!(ids.iter().all(|id| !id.is_empty()), "{:?} / {:?}", first.headers, second.headers);
+    assert_ne!(ids[0], ids[1]);
+
+    let request = Request::builder()
+        .uri("/api/tags")
+        .header("x-request-id", "trace-me-42")
+        .body(Body::empty())
+        .expect("valid request");
+    let echoed = app.send(request).await;
+    assert_eq!(echoed.headers["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn health_endpoints_report_live_and_ready() {
+    let app = TestApp::new().await;
+    for uri in ["/health/live", "/health/ready"] {
+        let response = app.get(uri, None).await;
+        assert_eq!(response.status, StatusCode::OK, "{uri}: {}", response.text);
+        assert_eq!(response.body, json!({"status": "ok"}));
+    }
+}
+
+#[tokio::test]
+async fn json_responses_say_utf8() {
+    let app = TestApp::new().await;
+    let ok = app.get("/api/tags", None).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_content_type(&ok, JSON_UTF8);
+    assert_json_error(&app.get("/api/profiles/nobody", None).await, StatusCode::NOT_FOUND, "profile");
+    assert_json_error(
+        &app.post("/api/users", None, json!({"user": {}})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "email",
+    );
+    assert_json_error(&app.get("/api/user", None).await, StatusCode::UNAUTHORIZED, "token");
+}
+
+#[tokio::test]
+async fn an_internal_error_is_500_in_the_error_format_without_details() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    sqlx::query("DROP TABLE follows").execute(&app.db).await.expect("drop follows");
+    let response = app.get("/api/profiles/jake", None).await;
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.body, json!({"errors": {"server": ["internal error, please try again later"]}}));
+    assert!(!response.text.contains("follows"), "{}", response.text);
+    assert_content_type(&response, JSON_UTF8);
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_408_in_the_error_format() {
+    let app = TestApp::with_options(HttpOptions {
+        cors_origins: CorsOrigins::Any,
+        request_timeout: Duration::from_millis(300),
+    })
+    .await;
+    // Registering through the API hashes a password, which may itself take longer than that.
+    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ('jake', 'jake@jake.jake', 'x')")
+        .execute(&app.db)
+        .await
+        .expect("insert jake");
+    // Hold a lock on the users table so that reading a profile waits past the timeout.
+    let mut lock = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
+    let response = app.get("/api/profiles/jake", None).await;
+    lock.rollback().await.expect("rollback");
+    assert_json_error(&response, StatusCode::REQUEST_TIMEOUT, "body");
+}
