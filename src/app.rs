@@ -94,12 +94,13 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
+        // Outside the error and timeout layers, so browsers can read those answers too.
+        .layer(cors(&options.cors_origins))
         .layer(middleware::from_fn(error_bodies))
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout))
-        .layer(cors(&options.cors_origins))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
     Router::new()

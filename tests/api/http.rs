@@ -241,7 +241,13 @@ async fn a_request_that_takes_too_long_is_408_in_the_error_format() {
     // Hold a lock on the users table so that reading a profile waits past the timeout.
     let mut lock = app.db.begin().await.expect("begin");
     sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
-    let response = app.get("/api/profiles/jake", None).await;
+    let request = Request::builder()
+        .uri("/api/profiles/jake")
+        .header(header::ORIGIN, "http://localhost:4200")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.send(request).await;
     lock.rollback().await.expect("rollback");
     assert_json_error(&response, StatusCode::REQUEST_TIMEOUT, "body");
+    assert_eq!(response.headers["access-control-allow-origin"], "*", "browsers can read the timeout");
 }
