@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use sqlx::PgPool;
 use tower::ServiceBuilder;
@@ -21,13 +21,21 @@ use tower_http::{
     trace::TraceLayer,
 };
 use tracing::Span;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
     auth::{JwtKeys, PasswordHasher},
     config::CorsOrigins,
     error::Error,
+    extract::Json,
+    openapi::ApiDoc,
     routes::{articles, comments, health, profiles, tags, users},
 };
+
+/// Where the OpenAPI document is served; the interactive docs are at `/docs`.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
 
 /// The largest request body accepted; more is a 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -59,21 +67,39 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
 }
 
+/// Every documented route, with the OpenAPI document built from their annotations.
+fn api() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(users::register))
+        .routes(routes!(users::login))
+        .routes(routes!(users::current, users::update))
+        .routes(routes!(profiles::get))
+        .routes(routes!(profiles::follow, profiles::unfollow))
+        .routes(routes!(articles::list, articles::create))
+        .routes(routes!(articles::feed))
+        .routes(routes!(articles::get, articles::update, articles::delete))
+        .routes(routes!(articles::favorite, articles::unfavorite))
+        .routes(routes!(comments::list, comments::add))
+        .routes(routes!(comments::delete))
+        .routes(routes!(tags::list));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api", api)
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+}
+
+/// The OpenAPI document of the API, as served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
 /// The whole application, ready to serve.
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
-    let api = Router::new()
-        .route("/users", post(users::register))
-        .route("/users/login", post(users::login))
-        .route("/user", get(users::current).put(users::update))
-        .route("/profiles/{username}", get(profiles::get))
-        .route("/profiles/{username}/follow", post(profiles::follow).delete(profiles::unfollow))
-        .route("/articles", get(articles::list).post(articles::create))
-        .route("/articles/feed", get(articles::feed))
-        .route("/articles/{slug}", get(articles::get).put(articles::update).delete(articles::delete))
-        .route("/articles/{slug}/favorite", post(articles::favorite).delete(articles::unfavorite))
-        .route("/articles/{slug}/comments", get(comments::list).post(comments::add))
-        .route("/articles/{slug}/comments/{id}", axum::routing::delete(comments::delete))
-        .route("/tags", get(tags::list));
+    let (routes, openapi) = api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let docs = SwaggerUi::new("/docs").config(
+        SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(true),
+    );
 
     let request_id = HeaderName::from_static("x-request-id");
     let layers = ServiceBuilder::new()
@@ -103,10 +129,9 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
-    Router::new()
-        .nest("/api", api)
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+    routes
+        .route(OPENAPI_PATH, get(move || std::future::ready(Json(openapi.clone()))))
+        .merge(docs)
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -123,6 +123,10 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         let Some(db) = err.as_database_error() else { return Self::Database(err) };
+        // 22021: a NUL byte or invalid UTF-8 in a value the client sent.
+        if db.code().as_deref() == Some("22021") {
+            return Self::request(StatusCode::BAD_REQUEST, "text may not contain NUL characters");
+        }
         let field_error = |field: &str, message: &str| Self::Validation(ValidationErrors::single(field, message));
         match db.constraint() {
             Some("users_username_key") if db.is_unique_violation() => field_error("username", "has already been taken"),
@@ -150,8 +154,13 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"errors": {"email": ["has already been taken"]}}))]
+pub struct ErrorBody {
+    /// Messages by field (or by `body`, `token`, `permission`, ... for errors
+    /// that are not about one field).
+    #[schema(value_type = std::collections::HashMap<String, Vec<String>>)]
     errors: ValidationErrors,
 }
 

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod telemetry;
 

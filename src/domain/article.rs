@@ -33,14 +33,17 @@ impl TagList {
     pub const MAX_CHARS: usize = 40;
 
     pub fn parse(input: &[String]) -> Result<Self, String> {
+        if input.len() > Self::MAX_TAGS {
+            return Err(format!("is too long (maximum is {} tags)", Self::MAX_TAGS));
+        }
         let mut tags = Vec::with_capacity(input.len());
         for raw in input {
+            if raw.chars().count() > Self::MAX_CHARS {
+                return Err(format!("tags are at most {} characters long", Self::MAX_CHARS));
+            }
             let tag = raw.trim();
             if tag.is_empty() {
                 return Err("tags can't be blank".to_owned());
-            }
-            if tag.chars().count() > Self::MAX_CHARS {
-                return Err(format!("tags are at most {} characters long", Self::MAX_CHARS));
             }
             if tag.chars().any(char::is_control) {
                 return Err("tags can't contain control characters".to_owned());
@@ -49,9 +52,6 @@ impl TagList {
         }
         tags.sort_unstable();
         tags.dedup();
-        if tags.len() > Self::MAX_TAGS {
-            return Err(format!("is too long (maximum is {} tags)", Self::MAX_TAGS));
-        }
         Ok(Self(tags))
     }
 

@@ -11,15 +11,17 @@ pub use article::{ArticleBody, CommentBody, Description, TagList, Title};
 pub use slug::Slug;
 pub use user::{Bio, Email, ImageUrl, Password, Username};
 
-/// Trims `input` and checks it is non-empty and at most `max` characters long.
+/// Checks `input` is at most `max` characters long and not blank, and trims it.
+///
+/// The length is that of the input as sent, so that the `maxLength` published in
+/// the OpenAPI document is exactly what is enforced.
 fn bounded_text(input: &str, max: usize) -> Result<String, String> {
+    if input.chars().count() > max {
+        return Err(format!("is too long (maximum is {max} characters)"));
+    }
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err("can't be blank".to_owned());
-    }
-    let len = trimmed.chars().count();
-    if len > max {
-        return Err(format!("is too long (maximum is {max} characters)"));
     }
     Ok(trimmed.to_owned())
 }

@@ -96,7 +96,11 @@ text_newtype!(
 impl Bio {
     /// Empty or blank input clears the bio.
     pub fn parse_optional(input: &str) -> Result<Self, String> {
-        if input.trim().is_empty() { Ok(Self(String::new())) } else { Self::parse(input) }
+        if input.chars().count() <= Self::MAX_CHARS && input.trim().is_empty() {
+            Ok(Self(String::new()))
+        } else {
+            Self::parse(input)
+        }
     }
 }
 
@@ -108,12 +112,12 @@ impl ImageUrl {
     pub const MAX_CHARS: usize = 2_048;
 
     pub fn parse(input: &str) -> Result<Self, String> {
+        if input.chars().count() > Self::MAX_CHARS {
+            return Err(format!("is too long (maximum is {} characters)", Self::MAX_CHARS));
+        }
         let url = input.trim();
         if url.is_empty() {
             return Ok(Self(String::new()));
-        }
-        if url.chars().count() > Self::MAX_CHARS {
-            return Err(format!("is too long (maximum is {} characters)", Self::MAX_CHARS));
         }
         let lower = url.to_ascii_lowercase();
         let has_host = |rest: &str| !rest.is_empty() && !rest.starts_with('/');

@@ -13,9 +13,14 @@ use axum::{
 use crate::error::{Error, ValidationErrors};
 
 /// A page of a list: `limit` 1..=100 (default 20), `offset` >= 0 (default 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// How many articles to return.
+    #[param(required = false, minimum = 1, maximum = 100, default = 20)]
     pub limit: i64,
+    /// How many articles to skip.
+    #[param(required = false, minimum = 0, default = 0)]
     pub offset: i64,
 }
 
@@ -49,10 +54,14 @@ impl Page {
 }
 
 /// `GET /api/articles` parameters: filters combine with AND.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ArticleFilters {
+    /// Only articles with this tag.
     pub tag: Option<String>,
+    /// Only articles by this username.
     pub author: Option<String>,
+    /// Only articles favorited by this username.
     pub favorited: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
@@ -10,83 +11,142 @@ use crate::{
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, Json, Page, Path},
+    openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
     routes::Profile,
 };
 
-#[derive(Debug, Deserialize)]
-pub struct Envelope<T> {
-    article: T,
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewArticleRequest {
+    article: NewArticle,
 }
 
-#[derive(Debug, Deserialize)]
+/// The fields are parsed as optional so that a missing one is a 422 naming it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewArticle {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200)]
     title: Option<String>,
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000)]
     description: Option<String>,
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
+    /// Sorted and de-duplicated by the server; `null` means none.
+    #[schema(value_type = Option<Vec<String>>, max_items = 20)]
     tag_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateArticleRequest {
+    article: UpdateArticle,
 }
 
 /// Every field optional; `tagList`, when present, replaces the tags.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateArticle {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     title: Option<String>,
+    #[schema(value_type = String, min_length = 1, max_length = 1000)]
     description: Option<String>,
+    #[schema(value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
+    #[schema(value_type = Option<Vec<String>>, max_items = 20)]
     tag_list: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One article, with its body.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Article {
     slug: String,
     title: String,
     description: String,
-    /// Omitted from lists.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<String>,
+    body: String,
     tag_list: Vec<String>,
     #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: DateTime<Utc>,
     favorited: bool,
     favorites_count: i64,
     author: Profile,
 }
 
+/// An article in a list: everything but the body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArticleSummary {
+    slug: String,
+    title: String,
+    description: String,
+    tag_list: Vec<String>,
+    #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: DateTime<Utc>,
+    favorited: bool,
+    favorites_count: i64,
+    author: Profile,
+}
+
+fn author(row: &mut ArticleRow) -> Profile {
+    Profile {
+        username: std::mem::take(&mut row.author_username),
+        bio: std::mem::take(&mut row.author_bio),
+        image: std::mem::take(&mut row.author_image),
+        following: row.author_following,
+    }
+}
+
 impl From<ArticleRow> for Article {
-    fn from(row: ArticleRow) -> Self {
+    fn from(mut row: ArticleRow) -> Self {
+        let author = author(&mut row);
         Self {
             slug: row.slug,
             title: row.title,
             description: row.description,
-            body: row.body,
+            body: row.body.unwrap_or_default(),
             tag_list: row.tag_list,
             created_at: row.created_at,
             updated_at: row.updated_at,
             favorited: row.favorited,
             favorites_count: row.favorites_count,
-            author: Profile {
-                username: row.author_username,
-                bio: row.author_bio,
-                image: row.author_image,
-                following: row.author_following,
-            },
+            author,
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+impl From<ArticleRow> for ArticleSummary {
+    fn from(mut row: ArticleRow) -> Self {
+        let author = author(&mut row);
+        Self {
+            slug: row.slug,
+            title: row.title,
+            description: row.description,
+            tag_list: row.tag_list,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            favorited: row.favorited,
+            favorites_count: row.favorites_count,
+            author,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ArticleResponse {
     article: Article,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArticlesResponse {
-    articles: Vec<Article>,
+    articles: Vec<ArticleSummary>,
+    /// The number of all matching articles, not only this page.
     articles_count: i64,
 }
 
@@ -100,11 +160,21 @@ fn many(page: db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<Js
     if viewer.is_some() && !page.viewer_exists {
         return Err(Error::Unauthorized);
     }
-    let articles = page.articles.into_iter().map(Article::from).collect();
+    let articles = page.articles.into_iter().map(ArticleSummary::from).collect();
     Ok(Json(ArticlesResponse { articles, articles_count: page.total }))
 }
 
-/// `GET /api/articles`: newest first, filtered by `tag`, `author` and `favorited`.
+/// Articles, newest first, filtered by `tag`, `author` and `favorited` (combined
+/// with AND). Auth is optional; lists omit the body.
+#[utoipa::path(get, path = "/articles", tag = "Articles", operation_id = "GetArticles",
+    params(ArticleFilters, Page),
+    security((), ("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
@@ -123,7 +193,16 @@ pub async fn list(
     many(db::articles::list(&state.db, &query, viewer.as_ref().map(|v| v.id)).await?, viewer.as_ref())
 }
 
-/// `GET /api/articles/feed`: articles by the authors the caller follows.
+/// Articles by the authors the caller follows, newest first.
+#[utoipa::path(get, path = "/articles/feed", tag = "Articles", operation_id = "GetArticlesFeed",
+    params(Page),
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
     let query = db::articles::ListQuery {
@@ -135,7 +214,16 @@ pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> 
     many(db::articles::list(&state.db, &query, Some(user.id)).await?, Some(&user))
 }
 
-/// `GET /api/articles/{slug}`.
+/// One article. Auth is optional.
+#[utoipa::path(get, path = "/articles/{slug}", tag = "Articles", operation_id = "GetArticle",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    security((), ("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The article", body = ArticleResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
 pub async fn get(
     State(state): State<AppState>,
@@ -145,12 +233,23 @@ pub async fn get(
     one(db::articles::get(&state.db, &slug, viewer.map(|v| v.id)).await?)
 }
 
-/// `POST /api/articles`: 201. The article and its tags are written in one transaction.
+/// Create an article. It and its tags are written in one transaction.
+#[utoipa::path(post, path = "/articles", tag = "Articles", operation_id = "CreateArticle",
+    request_body = NewArticleRequest,
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 201, description = "The new article", body = ArticleResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
-    Json(Envelope { article: new }): Json<Envelope<NewArticle>>,
+    Json(NewArticleRequest { article: new }): Json<NewArticleRequest>,
 ) -> Result<(StatusCode, Json<ArticleResponse>)> {
     let mut errors = ValidationErrors::new();
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -187,13 +286,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, response))
 }
 
-/// `PUT /api/articles/{slug}`: the author only. A new title gives a new slug.
+/// Update an article: its author only. A new title gives a new slug.
+#[utoipa::path(put, path = "/articles/{slug}", tag = "Articles", operation_id = "UpdateArticle",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    request_body = UpdateArticleRequest,
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The updated article", body = ArticleResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     Path(slug): Path<String>,
-    Json(Envelope { article: changes }): Json<Envelope<UpdateArticle>>,
+    Json(UpdateArticleRequest { article: changes }): Json<UpdateArticleRequest>,
 ) -> Result<Json<ArticleResponse>> {
     let mut errors = ValidationErrors::new();
     let title = changes.title.as_deref().and_then(|v| errors.check("title", Title::parse(v)));
@@ -245,7 +358,17 @@ fn is_slug_conflict(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|db| db.is_unique_violation() && db.constraint() == Some("articles_slug_key"))
 }
 
-/// `DELETE /api/articles/{slug}`: the author only; 204.
+/// Delete an article: its author only.
+#[utoipa::path(delete, path = "/articles/{slug}", tag = "Articles", operation_id = "DeleteArticle",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted, with its comments and favorites"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): Path<String>) -> Result<StatusCode> {
     super::ensure_caller_exists(&state.db, &user).await?;
@@ -256,7 +379,16 @@ pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): P
     }
 }
 
-/// `POST /api/articles/{slug}/favorite`: idempotent; any request body is ignored.
+/// Favorite an article; idempotent. Any request body is ignored.
+#[utoipa::path(post, path = "/articles/{slug}/favorite", tag = "Favorites", operation_id = "CreateArticleFavorite",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The article, favorited", body = ArticleResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn favorite(
     State(state): State<AppState>,
@@ -269,7 +401,16 @@ pub async fn favorite(
     one(db::articles::get(&state.db, &slug, Some(user.id)).await?)
 }
 
-/// `DELETE /api/articles/{slug}/favorite`: idempotent.
+/// Unfavorite an article; idempotent.
+#[utoipa::path(delete, path = "/articles/{slug}/favorite", tag = "Favorites", operation_id = "DeleteArticleFavorite",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The article, no longer favorited", body = ArticleResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn unfavorite(
     State(state): State<AppState>,

@@ -4,32 +4,37 @@ use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 use crate::{
     db::{self, articles::Deleted, comments::CommentRow},
     domain::CommentBody,
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
+    openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
     routes::Profile,
 };
 
-#[derive(Debug, Deserialize)]
-pub struct Envelope {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewCommentRequest {
     comment: NewComment,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct NewComment {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 10_000)]
     body: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Comment {
     id: i64,
     #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: DateTime<Utc>,
     body: String,
     author: Profile,
@@ -52,23 +57,36 @@ impl From<CommentRow> for Comment {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommentResponse {
     comment: Comment,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommentsResponse {
     comments: Vec<Comment>,
 }
 
-/// `POST /api/articles/{slug}/comments`: 200, as the spec says (unlike articles' 201).
+/// Comment on an article: 200, as the spec says (unlike articles' 201).
+#[utoipa::path(post, path = "/articles/{slug}/comments", tag = "Comments", operation_id = "CreateArticleComment",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    request_body = NewCommentRequest,
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The new comment", body = CommentResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
 pub async fn add(
     State(db): State<PgPool>,
     user: AuthUser,
     Path(slug): Path<String>,
-    Json(Envelope { comment }): Json<Envelope>,
+    Json(NewCommentRequest { comment }): Json<NewCommentRequest>,
 ) -> Result<Json<CommentResponse>> {
     let body = CommentBody::parse(comment.body.as_deref().unwrap_or_default())
         .map_err(|message| Error::Validation(ValidationErrors::single("body", message)))?;
@@ -76,7 +94,16 @@ pub async fn add(
     Ok(Json(CommentResponse { comment: row.into() }))
 }
 
-/// `GET /api/articles/{slug}/comments`: newest first.
+/// The comments of an article, newest first. Auth is optional.
+#[utoipa::path(get, path = "/articles/{slug}/comments", tag = "Comments", operation_id = "GetArticleComments",
+    params(("slug" = String, Path, description = "Slug of the article")),
+    security((), ("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The comments", body = CommentsResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
 pub async fn list(
     State(db): State<PgPool>,
@@ -87,8 +114,21 @@ pub async fn list(
     Ok(Json(CommentsResponse { comments: rows.into_iter().map(Comment::from).collect() }))
 }
 
-/// `DELETE /api/articles/{slug}/comments/{id}`: the comment's author only; 204.
-/// An id that is not a number, or that belongs to another article, is a 404.
+/// Delete a comment: its author only. An id that is not a number, or that
+/// belongs to another article, is a 404.
+#[utoipa::path(delete, path = "/articles/{slug}/comments/{id}", tag = "Comments", operation_id = "DeleteArticleComment",
+    params(
+        ("slug" = String, Path, description = "Slug of the article"),
+        ("id" = i64, Path, description = "Id of the comment"),
+    ),
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug, comment_id = %id))]
 pub async fn delete(
     State(db): State<PgPool>,

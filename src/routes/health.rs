@@ -6,17 +6,22 @@ use sqlx::PgPool;
 
 use crate::extract::Json;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     status: &'static str,
 }
 
-/// `GET /health/live`: the process is up and serving.
+/// The process is up and serving.
+#[utoipa::path(get, path = "/health/live", tag = "Health", responses((status = 200, description = "Serving", body = Health)))]
 pub async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /health/ready`: the database answers; 503 otherwise.
+/// The database answers; 503 otherwise.
+#[utoipa::path(get, path = "/health/ready", tag = "Health", responses(
+    (status = 200, description = "Ready", body = Health),
+    (status = 503, description = "The database does not answer", body = Health),
+))]
 pub async fn ready(State(db): State<PgPool>) -> (StatusCode, Json<Health>) {
     let probe = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query!("SELECT 1 AS one").fetch_one(&db));
     match probe.await {

@@ -26,7 +26,7 @@ pub async fn ensure_caller_exists(db: &PgPool, user: &AuthUser) -> Result<()> {
 }
 
 /// A user as others see them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     pub username: String,
     pub bio: String,

@@ -2,6 +2,7 @@
 
 use axum::{extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
@@ -9,39 +10,62 @@ use crate::{
     domain::{Bio, Email, ImageUrl, Password, Username},
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json},
+    openapi::{BadRequest, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
 };
 
-#[derive(Debug, Deserialize)]
-pub struct Envelope<T> {
-    user: T,
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewUserRequest {
+    user: NewUser,
 }
 
-#[derive(Debug, Deserialize)]
+/// The fields are parsed as optional so that a missing one is a 422 naming it.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct NewUser {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
+    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
+    #[schema(required = true, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginUserRequest {
+    user: LoginUser,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginUser {
+    #[schema(required = true, value_type = String, min_length = 1)]
     email: Option<String>,
+    #[schema(required = true, value_type = String, format = Password, min_length = 1)]
     password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateUserRequest {
+    user: UpdateUser,
 }
 
 /// Every field optional; `bio` and `image` may be `null` or `""` to clear them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateUser {
+    #[schema(value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
+    #[schema(value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
     #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>, max_length = 1000)]
     bio: Option<Option<String>>,
     #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>, max_length = 2048)]
     image: Option<Option<String>>,
 }
 
-#[derive(Debug, Serialize)]
+/// The caller's own account, with a token.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct User {
     email: String,
     token: String,
@@ -50,7 +74,7 @@ pub struct User {
     image: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
     user: User,
 }
@@ -71,11 +95,20 @@ fn required<T>(
     errors.check(field, parse(value.map_or("", String::as_str)))
 }
 
-/// `POST /api/users`: register, 201 with a token.
+/// Register a new user.
+#[utoipa::path(post, path = "/users", tag = "User and Authentication", operation_id = "CreateUser",
+    request_body = NewUserRequest,
+    responses(
+        (status = 201, description = "The new user, with a token", body = UserResponse),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<AppState>,
-    Json(Envelope { user: new }): Json<Envelope<NewUser>>,
+    Json(NewUserRequest { user: new }): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
     let mut errors = ValidationErrors::new();
     let username = required(&mut errors, "username", new.username.as_ref(), Username::parse);
@@ -91,12 +124,22 @@ pub async fn register(
     Ok((StatusCode::CREATED, respond(row, token)))
 }
 
-/// `POST /api/users/login`: one 401 for an unknown email and a wrong password,
-/// after the same Argon2 work in both cases.
+/// Log in: one 401 for an unknown email and a wrong password, after the same
+/// Argon2 work in both cases.
+#[utoipa::path(post, path = "/users/login", tag = "User and Authentication", operation_id = "Login",
+    request_body = LoginUserRequest,
+    responses(
+        (status = 200, description = "The user, with a new token", body = UserResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<AppState>,
-    Json(Envelope { user: login }): Json<Envelope<LoginUser>>,
+    Json(LoginUserRequest { user: login }): Json<LoginUserRequest>,
 ) -> Result<Json<UserResponse>> {
     let mut errors = ValidationErrors::new();
     let email = login.email.as_deref().map(str::trim).unwrap_or_default();
@@ -120,20 +163,38 @@ pub async fn login(
     Ok(respond(found.user, token))
 }
 
-/// `GET /api/user`: the caller, with the token they presented.
+/// The current user, with the token they presented.
+#[utoipa::path(get, path = "/user", tag = "User and Authentication", operation_id = "GetCurrentUser",
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The current user", body = UserResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
     let row = db::users::find_by_id(&state.db, user.id).await?.ok_or(Error::Unauthorized)?;
     Ok(respond(row, user.token))
 }
 
-/// `PUT /api/user`: change any subset of the fields. Re-sending one's own
-/// username or email is not a conflict.
+/// Update any subset of the current user's fields. Re-sending one's own username
+/// or email is not a conflict.
+#[utoipa::path(put, path = "/user", tag = "User and Authentication", operation_id = "UpdateCurrentUser",
+    request_body = UpdateUserRequest,
+    security(("Token" = []), ("Bearer" = [])),
+    responses(
+        (status = 200, description = "The updated user", body = UserResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
-    Json(Envelope { user: changes }): Json<Envelope<UpdateUser>>,
+    Json(UpdateUserRequest { user: changes }): Json<UpdateUserRequest>,
 ) -> Result<Json<UserResponse>> {
     let mut errors = ValidationErrors::new();
     let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));

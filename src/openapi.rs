@@ -1,0 +1,88 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the DTOs' `ToSchema` derives as the router is built (see
+//! `app::router`), so the document cannot drift from the code.
+
+use utoipa::{
+    Modify, OpenApi, ToResponse,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::error::ErrorBody;
+
+/// Names of the security schemes, for `security(...)` in the annotations.
+pub const TOKEN: &str = "Token";
+pub const BEARER: &str = "Bearer";
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Conduit API",
+        description = "The RealWorld \"Conduit\" API. Errors always have the shape \
+                       `{\"errors\": {\"<field>\": [\"<message>\"]}}`. \
+                       Where the RealWorld spec is ambiguous, see docs/api-decisions.md.",
+        license(name = "MIT", identifier = "MIT")
+    ),
+    modifiers(&SecuritySchemes),
+    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)),
+    tags(
+        (name = "User and Authentication"),
+        (name = "Profile"),
+        (name = "Articles"),
+        (name = "Comments"),
+        (name = "Favorites"),
+        (name = "Tags"),
+        (name = "Health", description = "Probes for load balancers and orchestrators")
+    )
+)]
+pub struct ApiDoc;
+
+/// `Authorization: Token <jwt>` (the RealWorld scheme) and `Authorization: Bearer <jwt>`.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            TOKEN,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <jwt>`, with the token from registration or login",
+            ))),
+        );
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// Malformed request: invalid JSON, query string or characters (such as NUL).
+#[derive(Debug, ToResponse)]
+#[response(description = "Malformed request: invalid JSON, query string or characters")]
+pub struct BadRequest(pub ErrorBody);
+
+/// A token is required, or the one given is malformed, expired or forged.
+#[derive(Debug, ToResponse)]
+#[response(description = "Token missing, malformed, expired or forged", headers(("WWW-Authenticate" = String)))]
+pub struct Unauthorized(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "The caller does not own the resource")]
+pub struct Forbidden(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "No such resource")]
+pub struct NotFound(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "The request body is larger than 1 MiB")]
+pub struct PayloadTooLarge(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "The request body is not `application/json`")]
+pub struct UnsupportedMediaType(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "Validation failed: messages by field")]
+pub struct ValidationFailed(pub ErrorBody);
