@@ -44,6 +44,8 @@ pub struct EmbeddedPostgres {
     pgdata: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// Held for the life of the process: one server per data directory.
+    _lock: std::fs::File,
 }
 
 impl EmbeddedPostgres {
@@ -54,7 +56,11 @@ impl EmbeddedPostgres {
         let run_as = cluster_owner()?;
         std::fs::create_dir_all(root).with_context(|| format!("creating data directory {}", root.display()))?;
         let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-        let this = Self { bin_dir, pgdata: root.join("pgdata"), socket_dir: root.join("run"), run_as };
+        let lock = lock_data_dir(&root)?;
+        if let Some(owner) = run_as {
+            check_reachable(&root, owner)?;
+        }
+        let this = Self { bin_dir, pgdata: root.join("pgdata"), socket_dir: root.join("run"), run_as, _lock: lock };
         this.prepare_dirs()?;
         if !this.pgdata.join("PG_VERSION").exists() {
             this.initdb().await?;
@@ -62,7 +68,11 @@ impl EmbeddedPostgres {
         this.write_settings()?;
         this.clear_leftovers().await?;
         this.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&root.join("postgres.log"))).await?;
-        this.ensure_database().await?;
+        if let Err(err) = this.ensure_database().await {
+            // Leave nothing running behind a failed start.
+            let _ = this.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await;
+            return Err(err.into());
+        }
         tracing::info!(pgdata = %this.pgdata.display(), bin_dir = %this.bin_dir.display(), "embedded PostgreSQL started");
         Ok(this)
     }
@@ -123,6 +133,9 @@ impl EmbeddedPostgres {
             ]
         };
         if let Err(err) = self.run("initdb", &args("--locale=C.UTF-8")).await {
+            if !err.to_string().contains("locale") {
+                return Err(err.context("initdb"));
+            }
             tracing::warn!(error = %err, "no C.UTF-8 locale: case-insensitive matching will fold ASCII only");
             std::fs::remove_dir_all(&self.pgdata)?;
             self.prepare_dirs()?;
@@ -157,21 +170,34 @@ impl EmbeddedPostgres {
     async fn clear_leftovers(&self) -> anyhow::Result<()> {
         let pid_file = self.pgdata.join("postmaster.pid");
         let Ok(contents) = std::fs::read_to_string(&pid_file) else { return Ok(()) };
-        let pid = contents.lines().next().and_then(|l| l.trim().parse::<u32>().ok());
-        let ours = pid.is_some_and(|pid| {
-            // A live postmaster of this cluster has the data directory as its cwd.
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == self.pgdata)
+        let pid = contents.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+        let alive = pid.is_some_and(|pid| {
+            // EPERM still means the process exists.
+            !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
         });
-        if ours {
-            tracing::warn!(?pid, "embedded PostgreSQL left running by an earlier process: restarting it");
-            self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await?;
-        } else {
-            tracing::warn!(?pid, "removing stale PostgreSQL lock file");
-            std::fs::remove_file(&pid_file).context("removing stale postmaster.pid")?;
-            for entry in std::fs::read_dir(&self.socket_dir)?.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".lock") {
-                    std::fs::remove_file(entry.path())?;
+        if alive {
+            // A live postmaster of this cluster has the data directory as its cwd;
+            // any other live process merely reuses the pid of a dead one.
+            let cwd = std::fs::read_link(format!("/proc/{}/cwd", pid.unwrap_or_default()));
+            match cwd {
+                Ok(cwd) if cwd == self.pgdata => {
+                    tracing::warn!(?pid, "embedded PostgreSQL left running by an earlier process: restarting it");
+                    return self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await;
                 }
+                Ok(_) => {}
+                Err(err) => bail!(
+                    "{} names the live process {pid:?}, which cannot be checked ({err}); if no PostgreSQL \
+                     runs on {}, delete that file",
+                    pid_file.display(),
+                    self.pgdata.display()
+                ),
+            }
+        }
+        tracing::warn!(?pid, "removing stale PostgreSQL lock file");
+        std::fs::remove_file(&pid_file).context("removing stale postmaster.pid")?;
+        for entry in std::fs::read_dir(&self.socket_dir)?.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".lock") {
+                std::fs::remove_file(entry.path())?;
             }
         }
         Ok(())
@@ -200,7 +226,7 @@ impl EmbeddedPostgres {
         let output = Command::from(cmd).output().await.with_context(|| format!("running {program}"))?;
         if !output.status.success() {
             bail!(
-                "{program} failed ({}): {}{}",
+                "{program} failed ({}): {} | {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim(),
                 String::from_utf8_lossy(&output.stdout).trim()
@@ -224,6 +250,52 @@ impl EmbeddedPostgres {
         conn.close().await?;
         Ok(())
     }
+}
+
+/// Takes `<root>/conduit.lock`, so that a second server cannot take over (and
+/// then stop) the cluster of one that is running.
+fn lock_data_dir(root: &Path) -> anyhow::Result<std::fs::File> {
+    let path = root.join("conduit.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("another Conduit server is using {}: stop it, or set CONDUIT_DATA_DIR", root.display())
+        }
+        Err(std::fs::TryLockError::Error(err)) => Err(err).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// The cluster's user must be able to reach the data directory through every
+/// parent (a data directory under root's 0700 home is not).
+fn check_reachable(root: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    for dir in root.ancestors() {
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let mode = meta.mode();
+        let searchable = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            bail!(
+                "the `postgres` user cannot reach {} because {} is not searchable by it: run \
+                 `chmod o+x {}` or set CONDUIT_DATA_DIR to a directory it can reach (e.g. /var/lib/conduit)",
+                root.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// As root, the uid and gid of the `postgres` user; otherwise the cluster runs as us.

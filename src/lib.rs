@@ -59,6 +59,7 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         hasher: PasswordHasher::new(password_concurrency()),
     };
+    state.hasher.prepare().await?;
     let app = app::router(
         state,
         &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },

@@ -58,16 +58,25 @@ impl PasswordHasher {
 
     /// Spends the same work as a real verification, for an unknown account.
     pub async fn verify_dummy(&self, password: &str) -> anyhow::Result<()> {
-        let dummy = self
-            .dummy
+        let dummy = self.dummy_hash().await?;
+        self.verify(password, dummy).await.map(|_| ())
+    }
+
+    /// Makes the dummy hash now (at start-up), so that the first login with an
+    /// unknown email does not take twice as long as the others.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        self.dummy_hash().await.map(|_| ())
+    }
+
+    async fn dummy_hash(&self) -> anyhow::Result<&String> {
+        self.dummy
             .get_or_try_init(|| async {
                 let mut random = [0u8; 24];
                 getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("random: {err}"))?;
                 let filler = Password::parse(&format!("{random:02x?}")).map_err(anyhow::Error::msg)?;
                 self.hash(&filler).await
             })
-            .await?;
-        self.verify(password, dummy).await.map(|_| ())
+            .await
     }
 
     async fn run<T: Send + 'static>(

@@ -21,22 +21,30 @@ pub async fn detach_all(db: impl PgExecutor<'_>, article_id: i64) -> Result<(), 
 }
 
 /// Adds the tags `names` to `article_id`, creating the missing ones.
-#[tracing::instrument(skip(db))]
-pub async fn attach(db: impl PgExecutor<'_>, article_id: i64, names: &[String]) -> Result<(), sqlx::Error> {
-    // `DO UPDATE` (not `DO NOTHING`) so that existing tags are returned too, even
-    // ones committed by a concurrent transaction after this statement began.
+///
+/// Two statements, not one upsert: `ON CONFLICT DO UPDATE` would lock every
+/// existing tag until commit and make concurrent writers of popular tags queue
+/// or deadlock. New tags are inserted in name order, so that concurrent inserts
+/// of the same new tags wait for each other instead of deadlocking, and the second
+/// statement (a new snapshot) also sees tags committed by others meanwhile.
+#[tracing::instrument(skip(db, names))]
+pub async fn attach(db: &mut sqlx::PgConnection, article_id: i64, names: &[String]) -> Result<(), sqlx::Error> {
+    if names.is_empty() {
+        return Ok(());
+    }
     sqlx::query!(
-        r#"WITH t AS (
-                    INSERT INTO tags (name) SELECT DISTINCT unnest($2::text[])
-                    ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-                    RETURNING id
-                )
-           INSERT INTO article_tags (article_id, tag_id) SELECT $1, id FROM t
+        "INSERT INTO tags (name) SELECT n FROM unnest($1::text[]) AS n ORDER BY n ON CONFLICT (name) DO NOTHING",
+        names
+    )
+    .execute(&mut *db)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO article_tags (article_id, tag_id) SELECT $1, id FROM tags WHERE name = ANY($2)
            ON CONFLICT DO NOTHING"#,
         article_id,
         names
     )
-    .execute(db)
+    .execute(&mut *db)
     .await?;
     Ok(())
 }

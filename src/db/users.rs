@@ -28,7 +28,7 @@ pub struct Changes<'a> {
     pub image: Option<&'a str>,
 }
 
-#[tracing::instrument(skip(db, password_hash))]
+#[tracing::instrument(skip_all)]
 pub async fn insert(
     db: impl PgExecutor<'_>,
     username: &str,
@@ -60,7 +60,7 @@ pub async fn exists(db: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Erro
     sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#, id).fetch_one(db).await
 }
 
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(skip_all)]
 pub async fn credentials_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
     let row = sqlx::query!(
         "SELECT id, username, email, bio, image, password_hash FROM users WHERE lower(email) = lower($1)",

@@ -19,6 +19,9 @@ fn bounded_text(input: &str, max: usize) -> Result<String, String> {
     if input.chars().count() > max {
         return Err(format!("is too long (maximum is {max} characters)"));
     }
+    if input.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err("may not contain control characters".to_owned());
+    }
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err("can't be blank".to_owned());
@@ -62,5 +65,7 @@ mod tests {
         assert_eq!(bounded_text("   ", 5), Err("can't be blank".to_owned()));
         assert!(bounded_text("abcdef", 5).is_err());
         assert_eq!(bounded_text("ééééé", 5), Ok("ééééé".to_owned()), "counts characters, not bytes");
+        assert!(bounded_text("a\0b", 5).is_err(), "NUL can't be stored in PostgreSQL text");
+        assert_eq!(bounded_text("a\nb", 5), Ok("a\nb".to_owned()), "line breaks are text");
     }
 }

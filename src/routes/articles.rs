@@ -264,21 +264,16 @@ pub async fn create(
     let mut tx = state.db.begin().await?;
     let base = Slug::from_title(title.as_str());
     let mut candidate = if base.is_reserved() { base.with_random_suffix() } else { base.clone() };
-    let id = loop {
-        let inserted = db::articles::insert(
-            &mut *tx,
-            user.id,
-            candidate.as_str(),
-            title.as_str(),
-            description.as_str(),
-            body.as_str(),
-        )
-        .await?;
-        match inserted {
-            Some(id) => break id,
-            None => candidate = base.with_random_suffix(),
+    let mut inserted = None;
+    for _ in 0..SLUG_ATTEMPTS {
+        let (title, description, body) = (title.as_str(), description.as_str(), body.as_str());
+        inserted = db::articles::insert(&mut *tx, user.id, candidate.as_str(), title, description, body).await?;
+        if inserted.is_some() {
+            break;
         }
-    };
+        candidate = base.with_random_suffix();
+    }
+    let id = inserted.ok_or_else(|| anyhow::anyhow!("no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"))?;
     db::tags::attach(&mut *tx, id, tags.as_slice()).await?;
     let row = db::articles::get(&mut *tx, candidate.as_str(), Some(user.id)).await?;
     tx.commit().await?;
@@ -320,25 +315,31 @@ pub async fn update(
     if article.author_id != user.id {
         return Err(Error::Forbidden);
     }
+    if title.is_none() && description.is_none() && body.is_none() && tags.is_none() {
+        // `{"article": {}}` changes nothing, not even `updatedAt`.
+        let row = db::articles::get(&mut *tx, &article.slug, Some(user.id)).await?;
+        tx.commit().await?;
+        return one(row);
+    }
     let new_base = title.as_ref().map(|t| Slug::from_title(t.as_str())).filter(|base| !base.is_base_of(&article.slug));
     let mut new_slug =
         new_base.as_ref().map(|base| if base.is_reserved() { base.with_random_suffix() } else { base.clone() });
-    loop {
+    for attempt in 1..=SLUG_ATTEMPTS {
         // A savepoint, so that a taken slug can be retried inside the transaction.
-        let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
+        let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
         let changes = db::articles::Changes {
             slug: new_slug.as_ref().map(Slug::as_str),
             title: title.as_ref().map(Title::as_str),
             description: description.as_ref().map(Description::as_str),
             body: body.as_ref().map(ArticleBody::as_str),
         };
-        match db::articles::update(&mut *attempt, article.id, &changes).await {
+        match db::articles::update(&mut *savepoint, article.id, &changes).await {
             Ok(()) => {
-                attempt.commit().await?;
+                savepoint.commit().await?;
                 break;
             }
-            Err(err) if is_slug_conflict(&err) => {
-                attempt.rollback().await?;
+            Err(err) if is_slug_conflict(&err) && attempt < SLUG_ATTEMPTS => {
+                savepoint.rollback().await?;
                 new_slug = new_base.as_ref().map(Slug::with_random_suffix);
             }
             Err(err) => return Err(err.into()),
@@ -353,6 +354,9 @@ pub async fn update(
     tx.commit().await?;
     one(row)
 }
+
+/// How many slugs to try before giving up (each retry draws 32 random bits).
+const SLUG_ATTEMPTS: usize = 5;
 
 fn is_slug_conflict(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|db| db.is_unique_violation() && db.constraint() == Some("articles_slug_key"))

@@ -817,3 +817,94 @@ async fn a_failed_tag_write_leaves_no_article_behind() {
     // Without tags nothing touches the failing table, and the slug is still free.
     assert_eq!(app.create_article(&token, "Dragons", &[]).await, "dragons");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_articles_sharing_tags_are_all_written() {
+    // Writers of overlapping tag sets once locked existing tags in different orders
+    // and deadlocked (a 500 for about half of them).
+    let app = std::sync::Arc::new(TestApp::new().await);
+    let token = app.register("jake").await;
+    let tags: Vec<String> = (0..12).map(|i| format!("t{i:02}")).collect();
+    let sizes: Vec<usize> = (0..64).map(|i| 2 + i % 9).collect();
+    let writers = sizes.iter().enumerate().map(|(i, &size)| {
+        let (app, token) = (app.clone(), token.clone());
+        let mut mine: Vec<String> = tags.iter().cycle().skip(i * 5 % 12).take(size).cloned().collect();
+        if i % 2 == 0 {
+            mine.reverse();
+        }
+        let body = json!({"title": format!("Article {i}"), "description": "d", "body": "b", "tagList": mine});
+        tokio::spawn(async move { create(&app, &token, body).await })
+    });
+    for writer in writers {
+        let response = writer.await.expect("writer");
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    }
+    assert_eq!(app.count("articles").await, 64);
+    assert_eq!(app.count("tags").await, 12);
+    assert_eq!(app.count("article_tags").await, i64::try_from(sizes.iter().sum::<usize>()).expect("small"));
+}
+
+#[tokio::test]
+async fn an_empty_update_changes_nothing_not_even_updated_at() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let created = create(&app, &token, article("Dragons", &["dragons"])).await;
+    let response = update(&app, &token, "dragons", json!({})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["article"]["updatedAt"], created.body["article"]["updatedAt"]);
+    assert_eq!(response.body["article"]["tagList"], json!(["dragons"]));
+}
+
+#[tokio::test]
+async fn control_characters_in_text_fields_are_422_naming_the_field() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let response =
+        create(&app, &token, json!({"title": "He\u{0}llo", "description": "d\u{7}", "body": "line\nbreaks\tare fine"}))
+            .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", response.text);
+    assert!(response.body["errors"]["title"].is_array(), "{}", response.text);
+    assert!(response.body["errors"]["description"].is_array(), "{}", response.text);
+    assert!(response.body["errors"].get("body").is_none(), "{}", response.text);
+}
+
+#[tokio::test]
+async fn nul_bytes_in_paths_queries_and_logins_are_client_errors() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    for uri in ["/api/articles/a%00b", "/api/articles?tag=a%00b", "/api/profiles/a%00b", "/api/articles/a%00b/comments"]
+    {
+        let response = app.get(uri, Some(&token)).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{uri}: {}", response.text);
+        assert!(response.body["errors"]["body"].is_array(), "{uri}: {}", response.text);
+    }
+    let login =
+        app.post("/api/users/login", None, json!({"user": {"email": "jake\u{0}@example.com", "password": "x"}})).await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{}", login.text);
+}
+
+#[tokio::test]
+async fn attaching_an_existing_tag_does_not_wait_for_other_writers() {
+    // Locking existing tags (an upsert with DO UPDATE) made every writer of a
+    // popular tag queue behind the others, and deadlock when the orders differed.
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    create(&app, &token, article("First", &["dragons"])).await;
+    let author: i64 = sqlx::query_scalar("SELECT id FROM users").fetch_one(&app.db).await.expect("author");
+
+    let mut first = app.db.begin().await.expect("begin");
+    let a = conduit::db::articles::insert(&mut *first, author, "a", "A", "d", "b").await.expect("insert").expect("id");
+    conduit::db::tags::attach(&mut *first, a, &["dragons".to_owned()]).await.expect("attach in first");
+
+    let mut second = app.db.begin().await.expect("begin");
+    let b = conduit::db::articles::insert(&mut *second, author, "b", "B", "d", "b").await.expect("insert").expect("id");
+    let attached = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        conduit::db::tags::attach(&mut *second, b, &["dragons".to_owned()]),
+    )
+    .await;
+    assert!(attached.is_ok(), "the second writer waited for the first one's transaction");
+    second.commit().await.expect("commit second");
+    first.commit().await.expect("commit first");
+    assert_eq!(app.count("article_tags").await, 3);
+}

@@ -108,3 +108,50 @@ async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_an
     assert!(response.contains("\"username\":\"jake\""), "the user survived the restart: {response}");
     terminate(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    if conduit::embedded_pg::find_bin_dir().is_none() {
+        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-embedded-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().expect("utf-8 path");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let bind = format!("127.0.0.1:{port}");
+    let mut first = conduit(&[("CONDUIT_DATA_DIR", data), ("BIND_ADDR", &bind)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start conduit");
+    wait_ready(&mut first, addr).await;
+
+    let second_bind = format!("127.0.0.1:{}", free_port());
+    let second = conduit(&[("CONDUIT_DATA_DIR", data), ("BIND_ADDR", &second_bind)]).output().expect("run second");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another Conduit server is using"), "{stderr}");
+    assert_eq!(http(addr, "GET", "/health/ready", "").await.0, 200, "the first server is unharmed");
+    terminate(first);
+}
+
+#[test]
+fn a_data_directory_the_postgres_user_cannot_reach_is_a_clear_error() {
+    if !nix::unistd::geteuid().is_root() || conduit::embedded_pg::find_bin_dir().is_none() {
+        eprintln!("skipped: only root runs the cluster as another user");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-private-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let data_dir = dir.path().join("data");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let output = conduit(&[("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8")), ("BIND_ADDR", &bind)])
+        .output()
+        .expect("run conduit");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach") && stderr.contains("CONDUIT_DATA_DIR"), "{stderr}");
+}
