@@ -3,6 +3,7 @@
 mod articles;
 mod auth;
 mod comments;
+mod contract;
 mod http;
 mod process;
 mod profiles;
