@@ -23,7 +23,10 @@ pub const BEARER: &str = "Bearer";
         license(name = "MIT", identifier = "MIT")
     ),
     modifiers(&SecuritySchemes),
-    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)),
+    components(
+        schemas(ErrorBody),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
+    ),
     tags(
         (name = "User and Authentication"),
         (name = "Profile"),

@@ -44,11 +44,11 @@ pub struct UpdateArticleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateArticle {
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    #[schema(required = false, value_type = String, min_length = 1, max_length = 200)]
     title: Option<String>,
-    #[schema(value_type = String, min_length = 1, max_length = 1000)]
+    #[schema(required = false, value_type = String, min_length = 1, max_length = 1000)]
     description: Option<String>,
-    #[schema(value_type = String, min_length = 1, max_length = 100_000)]
+    #[schema(required = false, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     #[schema(value_type = Option<Vec<String>>, max_items = 20)]
     tag_list: Option<Vec<String>>,
@@ -274,7 +274,7 @@ pub async fn create(
         candidate = base.with_random_suffix();
     }
     let id = inserted.ok_or_else(|| anyhow::anyhow!("no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"))?;
-    db::tags::attach(&mut *tx, id, tags.as_slice()).await?;
+    db::tags::attach(&mut tx, id, tags.as_slice()).await?;
     let row = db::articles::get(&mut *tx, candidate.as_str(), Some(user.id)).await?;
     tx.commit().await?;
     let response = one(row)?;
@@ -347,7 +347,7 @@ pub async fn update(
     }
     if let Some(tags) = &tags {
         db::tags::detach_all(&mut *tx, article.id).await?;
-        db::tags::attach(&mut *tx, article.id, tags.as_slice()).await?;
+        db::tags::attach(&mut tx, article.id, tags.as_slice()).await?;
     }
     let final_slug = new_slug.as_ref().map_or(article.slug.as_str(), Slug::as_str);
     let row = db::articles::get(&mut *tx, final_slug, Some(user.id)).await?;

@@ -50,11 +50,11 @@ pub struct UpdateUserRequest {
 /// Every field optional; `bio` and `image` may be `null` or `""` to clear them.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateUser {
-    #[schema(value_type = String, min_length = 1, max_length = 40)]
+    #[schema(required = false, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
-    #[schema(value_type = String, format = Email, max_length = 254)]
+    #[schema(required = false, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
-    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
+    #[schema(required = false, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
     #[serde(default, deserialize_with = "super::nullable")]
     #[schema(value_type = Option<String>, max_length = 1000)]

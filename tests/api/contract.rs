@@ -1,0 +1,835 @@
+//! Contract tests: our generated OpenAPI document (`conduit::app::openapi()`)
+//! against the official RealWorld spec (`openapi.yml`), operation by operation.
+//!
+//! The official spec lives outside this repository: `$REALWORLD_DIR/openapi.yml`,
+//! or `../shared/realworld/openapi.yml` next to the project. Without it the tests
+//! say "skipped" on stderr and pass.
+//!
+//! The official path `P` is ours at `/api` + `P` (its server URL ends in `/api`);
+//! routes of our own (`/health/...`) are allowed. Schemas are compared by a small
+//! walker that resolves `$ref`s, merges `allOf`, and normalizes 3.1 types
+//! (`"string"` or `["string", "null"]`). Each difference we made on purpose is a
+//! row of [`DELIBERATE_DIFFERENCES`] with its reason; any other difference fails
+//! the test with the operation, the method and path, and the field that differs.
+//! A row that no longer matches a difference fails too, so the table stays true.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::PathBuf,
+};
+
+use serde_json::Value;
+
+/// Our paths are the official ones under this prefix.
+const API_PREFIX: &str = "/api";
+
+/// The HTTP methods an OpenAPI path item may hold.
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The security scheme of the official spec (`Authorization: Token <jwt>`).
+const TOKEN_SCHEME: &str = "Token";
+
+/// Which test a difference belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    RequestBodies,
+    SuccessResponses,
+    ErrorResponses,
+}
+
+/// What kind of difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    MissingPath,
+    MissingMethod,
+    /// The official schema has a property that ours lacks.
+    MissingProperty,
+    /// A property (or the request body) is required on one side only.
+    Required,
+    /// Ours does not accept (or produce) a type the official schema has, or a format differs.
+    Type,
+    /// Ours also allows `null` where the official schema does not.
+    Nullable,
+    /// A body (`content`) on one side only.
+    Content,
+    /// The official status code is not documented by ours.
+    MissingStatus,
+    /// An error body is not `{"errors": {"<key>": ["<message>"]}}`.
+    ErrorShape,
+    /// A `$ref` that does not resolve, or a construct the walker does not know.
+    Unresolvable,
+    OperationId,
+    Security,
+}
+
+/// A difference made on purpose.
+#[derive(Debug)]
+struct Deliberate {
+    check: Check,
+    operation: &'static str,
+    /// The field (`$.article.tagList`) or response (`422`) that differs.
+    at: &'static str,
+    kind: Kind,
+    why: &'static str,
+}
+
+/// Every deliberate difference between our document and the official spec, with
+/// its reason (see also docs/api-decisions.md). Keep it short: each row is a
+/// promise to clients that read the official spec.
+///
+/// Extra optional properties on our side need no row: our `UpdateArticle` also
+/// accepts `tagList` (present, it replaces the tags; the official schema omits it).
+const DELIBERATE_DIFFERENCES: &[Deliberate] = &[
+    Deliberate {
+        check: Check::RequestBodies,
+        operation: "CreateArticle",
+        at: "$.article.tagList",
+        kind: Kind::Nullable,
+        why: "`\"tagList\": null` is accepted and means no tags (clients send it for an empty tag field)",
+    },
+    Deliberate {
+        check: Check::RequestBodies,
+        operation: "UpdateCurrentUser",
+        at: "$.user.bio",
+        kind: Kind::Nullable,
+        why: "`\"bio\": null` clears the bio, like `\"\"` (docs/api-decisions.md: `bio` and `image` when unset)",
+    },
+    Deliberate {
+        check: Check::RequestBodies,
+        operation: "UpdateCurrentUser",
+        at: "$.user.image",
+        kind: Kind::Nullable,
+        why: "`\"image\": null` clears the image, like `\"\"` (docs/api-decisions.md: `bio` and `image` when unset)",
+    },
+    // The official spec documents 422 "Unexpected error" (GenericError) on every
+    // operation, as a catch-all. We document 422 only where the server validates
+    // input (a body, the paging parameters, following oneself); the operations
+    // below take no input beyond the path and the token and never answer 422.
+    // Their errors (400, 401, 403, 404) are documented with the same errors shape.
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "GetCurrentUser",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "reads the caller's account only: nothing to validate, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "GetProfileByUsername",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "an unknown username is 404; nothing else to validate, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "UnfollowUserByUsername",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "unfollowing is idempotent (even oneself); an unknown username is 404, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "GetArticle",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "an unknown slug is 404; nothing else to validate, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "DeleteArticle",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "an unknown slug is 404, another author's article 403; never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "GetArticleComments",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "an unknown slug is 404; nothing else to validate, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "DeleteArticleComment",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "an unknown slug or comment id (or one that is not a number) is 404, another's comment 403; never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "CreateArticleFavorite",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "favoriting is idempotent and ignores any body; an unknown slug is 404, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "DeleteArticleFavorite",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "unfavoriting is idempotent; an unknown slug is 404, never 422",
+    },
+    Deliberate {
+        check: Check::ErrorResponses,
+        operation: "GetTags",
+        at: "422",
+        kind: Kind::MissingStatus,
+        why: "takes no input at all, never 422",
+    },
+];
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn every_path_and_method_of_the_official_spec_is_in_our_document() {
+    let Some(specs) = Specs::load() else { return };
+    let mut differences = Vec::new();
+    for op in specs.official_operations() {
+        let Some(item) = specs.ours.root["paths"].get(&op.our_path) else {
+            differences.push(op.difference(format!("path {}", op.our_path), Kind::MissingPath, "not in our document"));
+            continue;
+        };
+        if item.get(op.method).is_none() {
+            let ours: Vec<&str> = METHODS.into_iter().filter(|m| item.get(*m).is_some()).collect();
+            differences.push(op.difference(
+                format!("path {}", op.our_path),
+                Kind::MissingMethod,
+                format!("no {} operation; ours has {ours:?}", op.method.to_uppercase()),
+            ));
+        }
+    }
+    assert_no_differences("paths and methods", None, differences);
+}
+
+/// Same properties, compatible types, same `required` sets: a client that follows
+/// the official spec sends bodies we accept.
+#[test]
+fn request_bodies_are_compatible_with_the_official_spec() {
+    let Some(specs) = Specs::load() else { return };
+    let mut differences = Vec::new();
+    for op in specs.official_operations() {
+        let Some(official_body) = op.official.get("requestBody") else { continue };
+        let official_body = specs.official.resolve(official_body).expect("official request body resolves");
+        let Some(ours) = specs.our_operation(&op) else { continue }; // reported by the paths test
+        let Some(our_body) = ours.get("requestBody") else {
+            differences.push(op.difference("request body", Kind::Content, "ours has no request body"));
+            continue;
+        };
+        let our_body = match specs.ours.resolve(our_body) {
+            Ok(body) => body,
+            Err(problem) => {
+                differences.push(op.difference("request body", Kind::Unresolvable, problem));
+                continue;
+            }
+        };
+        if is_true(official_body.get("required")) != is_true(our_body.get("required")) {
+            differences.push(op.difference(
+                "request body",
+                Kind::Required,
+                format!(
+                    "official required: {}, ours: {}",
+                    is_true(official_body.get("required")),
+                    is_true(our_body.get("required"))
+                ),
+            ));
+        }
+        let mut walker = SchemaWalker::new(&specs, &op, "");
+        walker.compare_content(official_body, our_body);
+        differences.extend(walker.differences);
+    }
+    assert_no_differences("request bodies", Some(Check::RequestBodies), differences);
+}
+
+/// The same 2xx status codes, and bodies with the official properties, types and
+/// `required` sets: a client that follows the official spec understands our answers.
+#[test]
+fn success_responses_are_compatible_with_the_official_spec() {
+    let Some(specs) = Specs::load() else { return };
+    let mut differences = Vec::new();
+    for op in specs.official_operations() {
+        let Some(ours) = specs.our_operation(&op) else { continue }; // reported by the paths test
+        let our_statuses = statuses(ours);
+        for (status, official_response) in responses(op.official) {
+            if !status.starts_with('2') {
+                continue;
+            }
+            let Some(our_response) = ours["responses"].get(status) else {
+                let our_success: Vec<&str> = our_statuses.iter().copied().filter(|s| s.starts_with('2')).collect();
+                differences.push(op.difference(
+                    status,
+                    Kind::MissingStatus,
+                    format!("official success status {status}, ours documents {our_success:?}"),
+                ));
+                continue;
+            };
+            let official_response = specs.official.resolve(official_response).expect("official response resolves");
+            let our_response = match specs.ours.resolve(our_response) {
+                Ok(response) => response,
+                Err(problem) => {
+                    differences.push(op.difference(status, Kind::Unresolvable, problem));
+                    continue;
+                }
+            };
+            let mut walker = SchemaWalker::new(&specs, &op, &format!("{status} "));
+            walker.compare_content(official_response, our_response);
+            differences.extend(walker.differences);
+        }
+    }
+    assert_no_differences("success responses", Some(Check::SuccessResponses), differences);
+}
+
+/// Where the official spec documents 401 or 422, so do we, and our error bodies
+/// are `{"errors": {"<field>": ["<message>", ...]}}`. The official GenericErrorModel
+/// names only `errors.body`; ours is a map keyed by field (or by `body`, `token`,
+/// `permission`, ... for errors about no one field), by design: `body` is one of
+/// its keys, so a client reading `errors.body` still finds messages there.
+#[test]
+fn error_responses_use_the_errors_object_shape() {
+    let Some(specs) = Specs::load() else { return };
+    // The test's premise: the official error model is an `errors` object of string arrays.
+    let generic_error = &specs.official.root["components"]["schemas"]["GenericErrorModel"];
+    if let Err(problem) = errors_object_problem(&specs.official, generic_error, false) {
+        panic!("the official GenericErrorModel changed shape: {problem}");
+    }
+
+    let mut differences = Vec::new();
+    for op in specs.official_operations() {
+        let Some(ours) = specs.our_operation(&op) else { continue }; // reported by the paths test
+        for status in ["401", "422"] {
+            if op.official["responses"].get(status).is_none() {
+                continue;
+            }
+            let Some(our_response) = ours["responses"].get(status) else {
+                differences.push(op.difference(
+                    status,
+                    Kind::MissingStatus,
+                    format!("official documents {status}, ours documents {:?}", statuses(ours)),
+                ));
+                continue;
+            };
+            let our_response = match specs.ours.resolve(our_response) {
+                Ok(response) => response,
+                Err(problem) => {
+                    differences.push(op.difference(status, Kind::Unresolvable, problem));
+                    continue;
+                }
+            };
+            // The official 401 has no body; ours has one, in the same shape as 422.
+            let schema = our_response.pointer("/content/application~1json/schema");
+            let problem = match schema {
+                None if status == "422" => Err("no application/json body".to_owned()),
+                None => Ok(()),
+                Some(schema) => errors_object_problem(&specs.ours, schema, true),
+            };
+            if let Err(problem) = problem {
+                differences.push(op.difference(status, Kind::ErrorShape, problem));
+            }
+        }
+    }
+    assert_no_differences("error responses", Some(Check::ErrorResponses), differences);
+}
+
+/// The same operationIds, so generated clients keep their method names; the
+/// operations the official spec secures with `Token` need our `Token` scheme (or
+/// `Bearer`, which we accept too) and never allow anonymous calls; the others
+/// may be called without a token.
+#[test]
+fn operation_ids_and_security_match_the_official_spec() {
+    let Some(specs) = Specs::load() else { return };
+    let mut differences = Vec::new();
+
+    // Our `Token` scheme is the official one: the `Authorization` header.
+    let official_scheme = &specs.official.root["components"]["securitySchemes"][TOKEN_SCHEME];
+    let our_scheme = &specs.ours.root["components"]["securitySchemes"][TOKEN_SCHEME];
+    for field in ["type", "in", "name"] {
+        if official_scheme[field] != our_scheme[field] {
+            differences.push(Difference {
+                operation: "components".to_owned(),
+                route: String::new(),
+                at: format!("securitySchemes.{TOKEN_SCHEME}.{field}"),
+                kind: Kind::Security,
+                detail: format!("official {}, ours {}", official_scheme[field], our_scheme[field]),
+            });
+        }
+    }
+    let our_schemes = specs.ours.root["components"]["securitySchemes"].as_object().cloned().unwrap_or_default();
+
+    for op in specs.official_operations() {
+        let Some(ours) = specs.our_operation(&op) else { continue }; // reported by the paths test
+        if ours.get("operationId") != op.official.get("operationId") {
+            differences.push(op.difference(
+                "operationId",
+                Kind::OperationId,
+                format!("official {}, ours {}", op.official["operationId"], ours["operationId"]),
+            ));
+        }
+
+        let official = requirements(op.official.get("security").or(specs.official.root.get("security")));
+        let our_security = ours.get("security").or(specs.ours.root.get("security"));
+        let our_requirements = requirements(our_security);
+        for requirement in &our_requirements {
+            for scheme in requirement {
+                if !our_schemes.contains_key(scheme) {
+                    differences.push(op.difference(
+                        "security",
+                        Kind::Security,
+                        format!("scheme {scheme} is not in our components.securitySchemes"),
+                    ));
+                }
+            }
+        }
+        let anonymous_allowed = our_security.is_none() || our_requirements.iter().any(BTreeSet::is_empty);
+        let official_needs_token = official.iter().any(|r| r.contains(TOKEN_SCHEME));
+        if official_needs_token {
+            let token_alone = BTreeSet::from([TOKEN_SCHEME.to_owned()]);
+            if !our_requirements.contains(&token_alone) {
+                differences.push(op.difference(
+                    "security",
+                    Kind::Security,
+                    format!("official requires {TOKEN_SCHEME}; ours accepts {our_requirements:?}"),
+                ));
+            }
+            if anonymous_allowed {
+                differences.push(op.difference(
+                    "security",
+                    Kind::Security,
+                    format!(
+                        "official requires {TOKEN_SCHEME}; ours also allows anonymous calls ({our_requirements:?})"
+                    ),
+                ));
+            }
+        } else if official.is_empty() && !anonymous_allowed {
+            differences.push(op.difference(
+                "security",
+                Kind::Security,
+                format!("official allows anonymous calls; ours requires one of {our_requirements:?}"),
+            ));
+        }
+    }
+    assert_no_differences("operation ids and security", None, differences);
+}
+
+// ---------------------------------------------------------------------------
+// The two documents
+
+/// A document, with its root to resolve `$ref`s against.
+#[derive(Debug)]
+struct Doc {
+    name: &'static str,
+    root: Value,
+}
+
+impl Doc {
+    /// Follows `$ref` (local JSON pointers, `#/...`) until a value without one.
+    fn resolve<'a>(&'a self, mut value: &'a Value) -> Result<&'a Value, String> {
+        for _ in 0..16 {
+            let Some(reference) = value.get("$ref") else { return Ok(value) };
+            let reference = reference.as_str().ok_or_else(|| format!("{}: $ref is not a string", self.name))?;
+            let pointer = reference
+                .strip_prefix('#')
+                .ok_or_else(|| format!("{}: $ref {reference} is not local to the document", self.name))?;
+            value = self
+                .root
+                .pointer(pointer)
+                .ok_or_else(|| format!("{}: $ref {reference} does not resolve", self.name))?;
+        }
+        Err(format!("{}: $ref chain too long (a cycle?)", self.name))
+    }
+}
+
+#[derive(Debug)]
+struct Specs {
+    official: Doc,
+    ours: Doc,
+}
+
+/// One operation of the official spec.
+#[derive(Debug)]
+struct Operation<'a> {
+    path: &'a str,
+    method: &'static str,
+    our_path: String,
+    official: &'a Value,
+}
+
+impl Operation<'_> {
+    fn id(&self) -> &str {
+        self.official["operationId"].as_str().unwrap_or("(no operationId)")
+    }
+
+    fn difference(&self, at: impl Into<String>, kind: Kind, detail: impl Into<String>) -> Difference {
+        Difference {
+            operation: self.id().to_owned(),
+            route: format!("{} {}", self.method.to_uppercase(), self.path),
+            at: at.into(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl Specs {
+    /// Both documents, or `None` (after saying so) when the official spec is absent.
+    fn load() -> Option<Self> {
+        let path = match std::env::var_os("REALWORLD_DIR") {
+            Some(dir) => PathBuf::from(dir).join("openapi.yml"),
+            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/realworld/openapi.yml"),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) => {
+                eprintln!(
+                    "contract: skipped: the official RealWorld spec {} not found ({err}); set REALWORLD_DIR to the \
+                     folder holding openapi.yml to run the contract tests",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let official: Value =
+            yaml_serde::from_str(&text).unwrap_or_else(|err| panic!("{} is not valid YAML: {err}", path.display()));
+        let ours = serde_json::to_value(conduit::app::openapi()).expect("our document serializes");
+        Some(Self { official: Doc { name: "official", root: official }, ours: Doc { name: "ours", root: ours } })
+    }
+
+    fn official_operations(&self) -> Vec<Operation<'_>> {
+        let paths = self.official.root["paths"].as_object().expect("the official spec has paths");
+        let operations: Vec<Operation<'_>> = paths
+            .iter()
+            .flat_map(|(path, item)| {
+                METHODS.into_iter().filter_map(move |method| {
+                    Some(Operation {
+                        path,
+                        method,
+                        our_path: format!("{API_PREFIX}{path}"),
+                        official: item.get(method)?,
+                    })
+                })
+            })
+            .collect();
+        assert!(operations.len() >= 19, "the official spec has only {} operations: parsed wrong?", operations.len());
+        operations
+    }
+
+    fn our_operation(&self, op: &Operation<'_>) -> Option<&Value> {
+        self.ours.root["paths"].get(&op.our_path)?.get(op.method)
+    }
+}
+
+fn responses(operation: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    operation["responses"].as_object().into_iter().flatten().map(|(status, response)| (status.as_str(), response))
+}
+
+fn statuses(operation: &Value) -> Vec<&str> {
+    responses(operation).map(|(status, _)| status).collect()
+}
+
+fn is_true(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Security requirements as sets of scheme names (`{}` is the empty set: anonymous).
+fn requirements(security: Option<&Value>) -> Vec<BTreeSet<String>> {
+    security
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|requirement| requirement.as_object().into_iter().flatten().map(|(scheme, _)| scheme.clone()).collect())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The schema walker
+
+/// A schema reduced to what the comparison looks at: `$ref`s resolved, `allOf`
+/// merged, `type` as a set, `oneOf`/`anyOf` with a `null` variant as `null` in
+/// that set.
+#[derive(Debug, Default)]
+struct Shape<'a> {
+    /// Empty when the schema does not constrain the type.
+    types: BTreeSet<String>,
+    format: Option<&'a str>,
+    properties: BTreeMap<&'a str, &'a Value>,
+    required: BTreeSet<&'a str>,
+    items: Option<&'a Value>,
+    /// `additionalProperties` when it is a schema (a map's values).
+    additional: Option<&'a Value>,
+}
+
+impl<'a> Shape<'a> {
+    fn of(doc: &'a Doc, schema: &'a Value) -> Result<Self, String> {
+        let schema = doc.resolve(schema)?;
+        let mut shape = Shape::default();
+        match schema.get("type") {
+            Some(Value::String(t)) => {
+                shape.types.insert(t.clone());
+            }
+            Some(Value::Array(ts)) => shape.types.extend(ts.iter().filter_map(Value::as_str).map(str::to_owned)),
+            _ => {}
+        }
+        if is_true(schema.get("nullable")) {
+            shape.types.insert("null".to_owned()); // OpenAPI 3.0
+        }
+        shape.format = schema.get("format").and_then(Value::as_str);
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            shape.properties.extend(properties.iter().map(|(name, value)| (name.as_str(), value)));
+        }
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            shape.required.extend(required.iter().filter_map(Value::as_str));
+        }
+        shape.items = schema.get("items");
+        shape.additional = schema.get("additionalProperties").filter(|value| value.is_object());
+
+        for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+            let part = Shape::of(doc, part)?;
+            shape.types = match (shape.types.is_empty(), part.types.is_empty()) {
+                (true, _) => part.types,
+                (false, true) => shape.types,
+                (false, false) => shape.types.intersection(&part.types).cloned().collect(),
+            };
+            shape.format = shape.format.or(part.format);
+            shape.properties.extend(part.properties);
+            shape.required.extend(part.required);
+            shape.items = shape.items.or(part.items);
+            shape.additional = shape.additional.or(part.additional);
+        }
+
+        for keyword in ["oneOf", "anyOf"] {
+            let Some(variants) = schema.get(keyword).and_then(Value::as_array) else { continue };
+            let (nulls, others): (Vec<&Value>, Vec<&Value>) =
+                variants.iter().partition(|variant| variant.get("type").and_then(Value::as_str) == Some("null"));
+            let [other] = others.as_slice() else {
+                return Err(format!(
+                    "{}: {keyword} with {} non-null variants is not supported",
+                    doc.name,
+                    others.len()
+                ));
+            };
+            let mut inner = Shape::of(doc, other)?;
+            if !nulls.is_empty() {
+                inner.types.insert("null".to_owned());
+            }
+            inner.types.extend(shape.types);
+            return Ok(inner);
+        }
+
+        if shape.types.is_empty() && !shape.properties.is_empty() {
+            shape.types.insert("object".to_owned());
+        }
+        Ok(shape)
+    }
+
+    fn is_object(&self) -> bool {
+        self.types.contains("object") || !self.properties.is_empty()
+    }
+
+    /// Whether values of JSON type `t` are allowed (`number` includes `integer`).
+    fn allows(&self, t: &str) -> bool {
+        self.types.is_empty() || self.types.contains(t) || (t == "integer" && self.types.contains("number"))
+    }
+}
+
+/// Compares the official schemas of one operation with ours, collecting differences.
+struct SchemaWalker<'s> {
+    specs: &'s Specs,
+    op: &'s Operation<'s>,
+    /// Put before each location (the status code for responses).
+    prefix: String,
+    differences: Vec<Difference>,
+}
+
+impl<'s> SchemaWalker<'s> {
+    fn new(specs: &'s Specs, op: &'s Operation<'s>, prefix: &str) -> Self {
+        Self { specs, op, prefix: prefix.to_owned(), differences: Vec::new() }
+    }
+
+    fn differ(&mut self, at: &str, kind: Kind, detail: impl Into<String>) {
+        let at = format!("{}{at}", self.prefix);
+        self.differences.push(self.op.difference(at, kind, detail));
+    }
+
+    /// Compares the `application/json` bodies of a request body or response object.
+    fn compare_content(&mut self, official: &Value, ours: &Value) {
+        const JSON: &str = "/content/application~1json/schema";
+        let official_has_content = official.get("content").and_then(Value::as_object).is_some_and(|c| !c.is_empty());
+        let ours_has_content = ours.get("content").and_then(Value::as_object).is_some_and(|c| !c.is_empty());
+        match (official.pointer(JSON), ours.pointer(JSON)) {
+            (Some(official), Some(ours)) => self.compare("$", official, ours, 0),
+            (Some(_), None) => self.differ("$", Kind::Content, "ours has no application/json body"),
+            (None, _) if official_has_content => {
+                panic!("{}: the official body is not application/json: the test needs updating", self.op.id())
+            }
+            (None, _) if ours_has_content => self.differ("$", Kind::Content, "ours has a body, the official has none"),
+            (None, _) => {}
+        }
+    }
+
+    fn compare(&mut self, at: &str, official: &Value, ours: &Value, depth: usize) {
+        assert!(depth < 32, "{}: schemas nested too deep at {at} (a cycle?)", self.op.id());
+        let official = Shape::of(&self.specs.official, official).expect("official schema resolves");
+        let ours = match Shape::of(&self.specs.ours, ours) {
+            Ok(shape) => shape,
+            Err(problem) => return self.differ(at, Kind::Unresolvable, problem),
+        };
+
+        // Types: ours must allow every official type and no other, but `null` (when listed).
+        let all_allowed = official.types.iter().all(|t| ours.allows(t));
+        let extra: Vec<&str> = if ours.types.is_empty() && !official.types.is_empty() {
+            vec!["any type"]
+        } else {
+            ours.types.iter().map(String::as_str).filter(|t| !official.allows(t)).collect()
+        };
+        match (all_allowed, extra.as_slice()) {
+            (true, []) => {}
+            (true, ["null"]) => self.differ(at, Kind::Nullable, "ours also allows null"),
+            _ => self.differ(at, Kind::Type, format!("official type {:?}, ours {:?}", official.types, ours.types)),
+        }
+        // Formats: integer widths (`int32`, `int64`) refine `integer`; others must be kept.
+        let numeric = official.types.iter().any(|t| t == "integer" || t == "number");
+        if let Some(format) = official.format.filter(|_| !numeric)
+            && ours.format != Some(format)
+        {
+            self.differ(at, Kind::Type, format!("official format {format:?}, ours {:?}", ours.format));
+        }
+
+        if official.is_object() {
+            for (name, official_property) in &official.properties {
+                let property_at = format!("{at}.{name}");
+                let Some(our_property) = ours.properties.get(name) else {
+                    self.differ(&property_at, Kind::MissingProperty, "missing in ours");
+                    continue;
+                };
+                match (official.required.contains(name), ours.required.contains(name)) {
+                    (true, false) => {
+                        self.differ(&property_at, Kind::Required, "required in the official spec, optional in ours")
+                    }
+                    (false, true) => {
+                        self.differ(&property_at, Kind::Required, "optional in the official spec, required in ours")
+                    }
+                    _ => {}
+                }
+                self.compare(&property_at, official_property, our_property, depth + 1);
+            }
+            for name in official.required.iter().filter(|name| !official.properties.contains_key(*name)) {
+                if !ours.required.contains(name) {
+                    self.differ(
+                        &format!("{at}.{name}"),
+                        Kind::Required,
+                        "required in the official spec, optional in ours",
+                    );
+                }
+            }
+            for name in ours.required.iter().filter(|name| !official.properties.contains_key(*name)) {
+                if !official.required.contains(name) {
+                    self.differ(&format!("{at}.{name}"), Kind::Required, "an extra property that ours requires");
+                }
+            }
+            if let Some(official_values) = official.additional {
+                match ours.additional {
+                    Some(our_values) => self.compare(&format!("{at}.*"), official_values, our_values, depth + 1),
+                    None => {
+                        self.differ(&format!("{at}.*"), Kind::MissingProperty, "official allows any key, ours does not")
+                    }
+                }
+            }
+        }
+
+        if let Some(official_items) = official.items {
+            match ours.items {
+                Some(our_items) => self.compare(&format!("{at}[]"), official_items, our_items, depth + 1),
+                None => self.differ(&format!("{at}[]"), Kind::Type, "official array items have a schema, ours not"),
+            }
+        }
+    }
+}
+
+/// `Ok` when `schema` is `{"errors": {"<key>": ["<message>", ...]}}` with `errors`
+/// required: named keys (`properties`) each an array of strings, and, when
+/// `map_required`, any key (`additionalProperties`) an array of strings.
+fn errors_object_problem(doc: &Doc, schema: &Value, map_required: bool) -> Result<(), String> {
+    let shape = Shape::of(doc, schema)?;
+    if !shape.is_object() {
+        return Err(format!("not an object but {:?}", shape.types));
+    }
+    if !shape.required.contains("errors") {
+        return Err(format!("`errors` is not required (required: {:?})", shape.required));
+    }
+    let errors = shape.properties.get("errors").ok_or("no `errors` property")?;
+    let errors = Shape::of(doc, errors)?;
+    if errors.types != BTreeSet::from(["object".to_owned()]) {
+        return Err(format!("`errors` is not an object but {:?}", errors.types));
+    }
+    let is_string_array = |schema: &Value| -> Result<bool, String> {
+        let array = Shape::of(doc, schema)?;
+        let Some(items) = array.items else { return Ok(false) };
+        let items = Shape::of(doc, items)?;
+        Ok(array.types == BTreeSet::from(["array".to_owned()]) && items.types == BTreeSet::from(["string".to_owned()]))
+    };
+    for (key, values) in &errors.properties {
+        if !is_string_array(values)? {
+            return Err(format!("`errors.{key}` is not an array of strings"));
+        }
+    }
+    match errors.additional {
+        Some(values) if !is_string_array(values)? => Err("the values of `errors` are not arrays of strings".to_owned()),
+        None if map_required => Err("`errors` is not a map (no additionalProperties) of field to messages".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+
+#[derive(Debug)]
+struct Difference {
+    operation: String,
+    /// `PUT /articles/{slug}`, as in the official spec.
+    route: String,
+    at: String,
+    kind: Kind,
+    detail: String,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) at {}: {:?}: {}", self.operation, self.route, self.at, self.kind, self.detail)
+    }
+}
+
+/// Fails with every difference not in [`DELIBERATE_DIFFERENCES`] (for `check`),
+/// and with every row of the table (for `check`) that matches no difference.
+#[track_caller]
+fn assert_no_differences(what: &str, check: Option<Check>, differences: Vec<Difference>) {
+    let deliberate: Vec<&Deliberate> = DELIBERATE_DIFFERENCES.iter().filter(|row| Some(row.check) == check).collect();
+    let matches = |row: &Deliberate, difference: &Difference| {
+        row.operation == difference.operation && row.at == difference.at && row.kind == difference.kind
+    };
+    let unexpected: Vec<String> = differences
+        .iter()
+        .filter(|difference| !deliberate.iter().any(|row| matches(row, difference)))
+        .map(|difference| format!("  - {difference}"))
+        .collect();
+    let stale: Vec<String> = deliberate
+        .iter()
+        .filter(|row| !differences.iter().any(|difference| matches(row, difference)))
+        .map(|row| format!("  - {} at {}: {:?} ({})", row.operation, row.at, row.kind, row.why))
+        .collect();
+    let mut message = String::new();
+    if !unexpected.is_empty() {
+        message += &format!(
+            "{what}: {} difference(s) from the official RealWorld spec (fix src/, or list a deliberate one in \
+             DELIBERATE_DIFFERENCES with its reason):\n{}\n",
+            unexpected.len(),
+            unexpected.join("\n")
+        );
+    }
+    if !stale.is_empty() {
+        message += &format!(
+            "{what}: DELIBERATE_DIFFERENCES rows that match no difference any more (remove them):\n{}\n",
+            stale.join("\n")
+        );
+    }
+    assert!(message.is_empty(), "{message}");
+}
