@@ -30,7 +30,7 @@ impl Page {
 
     fn parse(params: &HashMap<String, String>, errors: &mut ValidationErrors) -> Self {
         let limit = match params.get("limit").map(|v| v.trim()) {
-            None | Some("") => Self::DEFAULT_LIMIT,
+            None => Self::DEFAULT_LIMIT,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (1..=Self::MAX_LIMIT).contains(&n) => n,
                 _ => {
@@ -40,7 +40,7 @@ impl Page {
             },
         };
         let offset = match params.get("offset").map(|v| v.trim()) {
-            None | Some("") => 0,
+            None => 0,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n >= 0 => n,
                 _ => {
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn limit_must_be_between_one_and_a_hundred() {
         assert_eq!(page(&[("limit", "100")]).map(|p| p.limit), Ok(100));
-        for bad in ["0", "101", "-1", "ten", "1.5"] {
+        for bad in ["0", "101", "-1", "ten", "1.5", "", " "] {
             assert!(page(&[("limit", bad)]).is_err(), "limit={bad}");
         }
     }
@@ -124,5 +124,6 @@ mod tests {
         assert_eq!(page(&[("offset", "40")]).map(|p| p.offset), Ok(40));
         assert!(page(&[("offset", "-1")]).is_err());
         assert!(page(&[("offset", "x")]).is_err());
+        assert!(page(&[("offset", "")]).is_err(), "an empty value is not a number");
     }
 }

@@ -44,10 +44,13 @@ pub struct UpdateArticleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateArticle {
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, min_length = 1, max_length = 200)]
     title: Option<String>,
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, min_length = 1, max_length = 1000)]
     description: Option<String>,
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     #[schema(value_type = Option<Vec<String>>, max_items = 20)]

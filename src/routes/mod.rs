@@ -46,6 +46,12 @@ pub fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// For optional fields that may not be `null`: absent is `None`, and `null` is
+/// rejected (a 422) instead of being read as "absent", as the document says.
+pub fn non_null<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// For optional fields that may be cleared: absent is `None`, `null` is `Some(None)`.
 pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -50,10 +50,13 @@ pub struct UpdateUserRequest {
 /// Every field optional; `bio` and `image` may be `null` or `""` to clear them.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateUser {
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
+    #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
     #[serde(default, deserialize_with = "super::nullable")]

@@ -894,17 +894,42 @@ async fn attaching_an_existing_tag_does_not_wait_for_other_writers() {
 
     let mut first = app.db.begin().await.expect("begin");
     let a = conduit::db::articles::insert(&mut *first, author, "a", "A", "d", "b").await.expect("insert").expect("id");
-    conduit::db::tags::attach(&mut *first, a, &["dragons".to_owned()]).await.expect("attach in first");
+    conduit::db::tags::attach(&mut first, a, &["dragons".to_owned()]).await.expect("attach in first");
 
     let mut second = app.db.begin().await.expect("begin");
     let b = conduit::db::articles::insert(&mut *second, author, "b", "B", "d", "b").await.expect("insert").expect("id");
     let attached = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        conduit::db::tags::attach(&mut *second, b, &["dragons".to_owned()]),
+        conduit::db::tags::attach(&mut second, b, &["dragons".to_owned()]),
     )
     .await;
     assert!(attached.is_ok(), "the second writer waited for the first one's transaction");
     second.commit().await.expect("commit second");
     first.commit().await.expect("commit first");
     assert_eq!(app.count("article_tags").await, 3);
+}
+
+#[tokio::test]
+async fn null_for_a_title_description_or_body_in_an_update_is_422() {
+    // Found by schemathesis: `null` was read as "unchanged", though the document
+    // types these fields as strings.
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    create(&app, &token, article("Dragons", &[])).await;
+    for field in ["title", "description", "body"] {
+        let response = update(&app, &token, "dragons", json!({ field: null })).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", response.text);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_limit_or_offset_is_422() {
+    // Found by schemathesis: `?limit=` was read as the default, though the document
+    // says the parameter is an integer.
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    for uri in ["/api/articles?limit=", "/api/articles?offset=", "/api/articles/feed?offset=&limit=4"] {
+        let response = app.get(uri, Some(&token)).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {}", response.text);
+    }
 }

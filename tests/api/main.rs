@@ -5,6 +5,7 @@ mod auth;
 mod comments;
 mod contract;
 mod http;
+mod openapi;
 mod process;
 mod profiles;
 mod server;

@@ -369,3 +369,15 @@ async fn dot_segment_usernames_are_422() {
         assert_invalid(&register(&app, username, "dots@example.com", PASSWORD).await, &["username"]);
     }
 }
+
+#[tokio::test]
+async fn null_for_an_email_username_or_password_in_an_update_is_422() {
+    // Found by schemathesis: `null` was read as "unchanged", though the document
+    // types these fields as strings (only `bio` and `image` may be null).
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    for field in ["email", "username", "password"] {
+        let response = app.put("/api/user", Some(&token), json!({"user": { field: null }})).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", response.text);
+    }
+}
