@@ -7,12 +7,12 @@
 
 use axum::{
     extract::{FromRequest, Request, rejection::JsonRejection},
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 
-use crate::error::Error;
+use crate::error::{Error, ValidationErrors};
 
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
@@ -27,10 +27,28 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_to_error(&rejection)),
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|rejection| rejection_to_error(&rejection))?;
+        // serde would also read a struct from an array of its fields. Every body of
+        // this API is an object wrapping an object (`{"user": {...}}`), so arrays
+        // there are refused before serde sees them.
+        let Some(members) = value.as_object() else {
+            return Err(Error::request(StatusCode::UNPROCESSABLE_ENTITY, "the request body must be a JSON object"));
+        };
+        if let Some((key, _)) = members.iter().find(|(_, member)| member.is_array()) {
+            return Err(Error::Validation(ValidationErrors::single(key, "must be a JSON object")));
         }
+        serde_path_to_error::deserialize(value).map(Self).map_err(|err| {
+            // Name the field at fault, as validation errors do: `{"email": [...]}`.
+            let field = err.path().iter().rev().find_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            });
+            let message = err.inner().to_string();
+            let field = field.filter(|f| !f.is_empty()).unwrap_or_else(|| "body".to_owned());
+            Error::Validation(ValidationErrors::single(&field, message))
+        })
     }
 }
 

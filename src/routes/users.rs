@@ -57,7 +57,8 @@ pub struct UpdateUser {
     #[schema(required = false, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    #[schema(required = false, value_type = String, format = Password, min_length = 8, max_length = 128)]
+    /// 8 to 128 characters; `""` leaves the password unchanged.
+    #[schema(required = false, value_type = String, format = Password, max_length = 128)]
     password: Option<String>,
     #[serde(default, deserialize_with = "super::nullable")]
     #[schema(value_type = Option<String>, max_length = 1000)]
@@ -204,7 +205,12 @@ pub async fn update(
     let mut errors = ValidationErrors::new();
     let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));
     let email = changes.email.as_deref().and_then(|v| errors.check("email", Email::parse(v)));
-    let password = changes.password.as_deref().and_then(|v| errors.check("password", Password::parse(v)));
+    // Settings forms (Angular, Svelte) send `"password": ""` when it is left alone.
+    let password = changes
+        .password
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| errors.check("password", Password::parse(v)));
     let bio = changes.bio.map(|v| errors.check("bio", Bio::parse_optional(v.as_deref().unwrap_or_default())));
     let image = changes.image.map(|v| errors.check("image", ImageUrl::parse(v.as_deref().unwrap_or_default())));
     errors.into_result()?;

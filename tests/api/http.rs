@@ -79,22 +79,23 @@ async fn an_oversized_body_is_413_in_the_error_format() {
 
 #[tokio::test]
 async fn a_body_of_the_wrong_shape_is_422() {
+    // The error names the field at fault when there is one, else `body`.
     let app = TestApp::new().await;
     let bodies = [
-        json!({"user": "jake"}),
-        json!({"user": {"email": 5}}),
-        json!({"user": {"username": ["jake"], "email": "jake@jake.jake", "password": PASSWORD}}),
-        json!({}),
-        json!([]),
-        json!(null),
+        (json!({"user": "jake"}), "user"),
+        (json!({"user": {"email": 5}}), "email"),
+        (json!({"user": {"username": ["jake"], "email": "jake@jake.jake", "password": PASSWORD}}), "username"),
+        (json!({}), "body"),
+        (json!([]), "body"),
+        (json!(null), "body"),
     ];
-    for body in bodies {
+    for (body, field) in bodies {
         let response = app.post("/api/users", None, body.clone()).await;
-        assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "body");
+        assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, field);
     }
     let token = app.register("jake").await;
     let response = app.put("/api/user", Some(&token), json!({"user": {"bio": 5}})).await;
-    assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "body");
+    assert_json_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "bio");
 }
 
 #[tokio::test]
@@ -250,4 +251,23 @@ async fn a_request_that_takes_too_long_is_408_in_the_error_format() {
     lock.rollback().await.expect("rollback");
     assert_json_error(&response, StatusCode::REQUEST_TIMEOUT, "body");
     assert_eq!(response.headers["access-control-allow-origin"], "*", "browsers can read the timeout");
+}
+
+#[tokio::test]
+async fn an_array_where_an_object_is_expected_is_422() {
+    // Found by schemathesis and review: serde reads a struct from an array of its
+    // fields, so `{"user": []}` updated nothing and `[["email", "password"]]` logged in.
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let cases = [
+        (Method::PUT, "/api/user", json!({"user": []})),
+        (Method::POST, "/api/users/login", json!([["jake@example.com", PASSWORD]])),
+        (Method::POST, "/api/users/login", json!({"user": ["jake@example.com", PASSWORD]})),
+        (Method::POST, "/api/articles", json!({"article": ["t", "d", "b"]})),
+    ];
+    for (method, uri, body) in cases {
+        let response = app.request(method.clone(), uri, Some(&token), Some(body.clone())).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {uri} {body}: {}", response.text);
+        assert!(response.body["errors"].is_object(), "{}", response.text);
+    }
 }

@@ -381,3 +381,31 @@ async fn null_for_an_email_username_or_password_in_an_update_is_422() {
         assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", response.text);
     }
 }
+
+#[tokio::test]
+async fn an_angular_settings_form_with_an_empty_password_saves_the_other_fields() {
+    // The Angular and Svelte clients send every field of the form, `"password": ""`
+    // included, when the password is left alone.
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let form = json!({"user": {"image": "", "username": "jake", "bio": "I work at statefarm", "email": "jake@example.com", "password": ""}});
+    let response = app.put("/api/user", Some(&token), form).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["user"]["bio"], "I work at statefarm");
+    let login = |password: &str| {
+        app.post("/api/users/login", None, json!({"user": {"email": "jake@example.com", "password": password}}))
+    };
+    assert_eq!(login(PASSWORD).await.status, StatusCode::OK, "the password is unchanged");
+    assert_eq!(login("").await.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_field_of_the_wrong_type_is_422_under_its_own_name() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let response = app.put("/api/user", Some(&token), json!({"user": {"email": 5}})).await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", response.text);
+    assert!(response.body["errors"]["email"].is_array(), "{}", response.text);
+    let response = app.put("/api/user", Some(&token), json!({"user": {"password": null}})).await;
+    assert!(response.body["errors"]["password"].is_array(), "{}", response.text);
+}
