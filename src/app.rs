@@ -90,12 +90,15 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    let mut doc = api().into_openapi();
+    crate::openapi::add_common_responses(&mut doc);
+    doc
 }
 
 /// The whole application, ready to serve.
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
-    let (routes, openapi) = api().split_for_parts();
+    let (routes, mut openapi) = api().split_for_parts();
+    crate::openapi::add_common_responses(&mut openapi);
     let openapi = Arc::new(openapi);
     let docs = SwaggerUi::new("/docs").config(
         SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(true),

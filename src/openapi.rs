@@ -25,7 +25,17 @@ pub const BEARER: &str = "Bearer";
     modifiers(&SecuritySchemes),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RequestTimeout,
+            InternalError
+        )
     ),
     tags(
         (name = "User and Authentication"),
@@ -59,6 +69,30 @@ impl Modify for SecuritySchemes {
         );
     }
 }
+
+/// Adds the answers any operation may give to each one: a timeout (the request
+/// took longer than `REQUEST_TIMEOUT_SECONDS`) and an internal error. Runs on the
+/// finished document, once the router has added the operations.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            for (status, name) in [("408", "RequestTimeout"), ("500", "InternalError")] {
+                responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            }
+        }
+    }
+}
+
+#[derive(Debug, ToResponse)]
+#[response(description = "The request took longer than the server's time limit")]
+pub struct RequestTimeout(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(description = "An internal error; the body says no more")]
+pub struct InternalError(pub ErrorBody);
 
 /// Malformed request: invalid JSON, query string or characters (such as NUL).
 #[derive(Debug, ToResponse)]

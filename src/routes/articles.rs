@@ -202,7 +202,6 @@ pub async fn list(
     security(("Token" = []), ("Bearer" = [])),
     responses(
         (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 422, response = ValidationFailed),
     ))]
@@ -313,6 +312,7 @@ pub async fn update(
     let tags = changes.tag_list.as_deref().and_then(|v| errors.check("tagList", TagList::parse(v)));
     errors.into_result()?;
 
+    super::ensure_caller_exists(&state.db, &user).await?;
     let mut tx = state.db.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;
     if article.author_id != user.id {

@@ -174,7 +174,6 @@ pub async fn login(
     security(("Token" = []), ("Bearer" = [])),
     responses(
         (status = 200, description = "The current user", body = UserResponse),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]

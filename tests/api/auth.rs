@@ -154,3 +154,19 @@ async fn a_token_of_a_deleted_user_cannot_read_the_feed_or_unfollow() {
     assert_unauthorized(&app.get("/api/articles/feed", Some(&token)).await);
     assert_unauthorized(&app.delete("/api/profiles/bob/follow", Some(&token)).await);
 }
+
+#[tokio::test]
+async fn a_token_of_a_deleted_user_cannot_change_or_delete_articles_or_comments() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let bob = app.register("bob").await;
+    let slug = app.create_article(&bob, "Bobs article", &[]).await;
+    let comment = app.comment(&bob, &slug, "first").await;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    let uri = format!("/api/articles/{slug}");
+    assert_unauthorized(&app.put(&uri, Some(&jake), json!({"article": {"body": "mine now"}})).await);
+    assert_unauthorized(&app.delete(&uri, Some(&jake)).await);
+    assert_unauthorized(&app.delete(&format!("{uri}/comments/{comment}"), Some(&jake)).await);
+    assert_unauthorized(&app.delete(&format!("{uri}/favorite"), Some(&jake)).await);
+}

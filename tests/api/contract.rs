@@ -13,6 +13,7 @@
 //! the test with the operation, the method and path, and the field that differs.
 //! A row that no longer matches a difference fails too, so the table stays true.
 
+use std::io::Write as _;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -283,8 +284,9 @@ fn success_responses_are_compatible_with_the_official_spec() {
 /// Where the official spec documents 401 or 422, so do we, and our error bodies
 /// are `{"errors": {"<field>": ["<message>", ...]}}`. The official GenericErrorModel
 /// names only `errors.body`; ours is a map keyed by field (or by `body`, `token`,
-/// `permission`, ... for errors about no one field), by design: `body` is one of
-/// its keys, so a client reading `errors.body` still finds messages there.
+/// `permission`, ... for errors about no one field), by design (see "Error format"
+/// in docs/api-decisions.md): clients render every key of `errors`, and only some
+/// of our errors use the `body` key.
 #[test]
 fn error_responses_use_the_errors_object_shape() {
     let Some(specs) = Specs::load() else { return };
@@ -480,7 +482,9 @@ impl Specs {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(err) => {
-                eprintln!(
+                // Straight to stderr: libtest would swallow `eprintln!` in a passing test.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "contract: skipped: the official RealWorld spec {} not found ({err}); set REALWORLD_DIR to the \
                      folder holding openapi.yml to run the contract tests",
                     path.display()

@@ -94,6 +94,7 @@ try {
         '--no-first-run',
         '--disable-sync',
         '--disable-quic',
+        '--disable-dev-shm-usage',
       ],
     });
     browser = context;
