@@ -1,5 +1,6 @@
 //! The `conduit` server binary: configuration, logging, then [`conduit::run`];
-//! `conduit openapi` prints the OpenAPI document instead.
+//! `conduit openapi` prints the OpenAPI document instead; `conduit seed` fills the
+//! database for load benchmarks (see [`conduit::seed`]).
 
 use std::process::ExitCode;
 
@@ -18,6 +19,9 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("seed") {
+        return seed().await;
+    }
     let config = match conduit::config::Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -30,6 +34,32 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("conduit: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `conduit seed --scale s|l [--seed N]`: exit code 2 for bad arguments or settings.
+async fn seed() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let options = match conduit::seed::Options::parse(&args) {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("conduit seed: {err}\n{}", conduit::seed::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let config = match conduit::seed::config_from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("conduit seed: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match conduit::seed::run(&config, options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("conduit seed: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -155,3 +155,72 @@ fn a_data_directory_the_postgres_user_cannot_reach_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach") && stderr.contains("CONDUIT_DATA_DIR"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
+    use tower::ServiceExt as _;
+
+    if conduit::embedded_pg::find_bin_dir().is_none() {
+        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-seed-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let data_dir = dir.path().join("data");
+    let vars = [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path"))];
+
+    let output = conduit(&vars).args(["seed", "--scale", "s"]).output().expect("run conduit seed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("articles: 10000 rows in"), "{stdout}");
+    assert!(!cluster_running(&data_dir), "the embedded PostgreSQL is stopped after seeding");
+    let again = conduit(&vars).args(["seed", "--scale", "s"]).output().expect("run conduit seed again");
+    assert!(!again.status.success(), "a seeded database is refused");
+
+    let pg = conduit::embedded_pg::EmbeddedPostgres::start(&data_dir).await.expect("start the seeded cluster");
+    let db = conduit::db::connect(pg.connect_options(), 2).await.expect("connect");
+    for (table, expected) in
+        [("users", 1_000), ("articles", 10_000), ("favorites", 50_000), ("follows", 20_000), ("comments", 20_000)]
+    {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&db)
+            .await
+            .expect("count");
+        assert_eq!(count, expected, "{table}");
+    }
+    let tags: i64 = sqlx::query_scalar("SELECT count(*) FROM tags").fetch_one(&db).await.expect("count tags");
+    assert!((1..=50).contains(&tags), "{tags} tags");
+
+    let jwt = std::sync::Arc::new(conduit::auth::JwtKeys::new(
+        &secrecy::SecretString::from(crate::support::JWT_SECRET),
+        Duration::from_secs(3600),
+    ));
+    let state = conduit::app::AppState { db: db.clone(), jwt, hasher: conduit::auth::PasswordHasher::new(2) };
+    let options = conduit::app::HttpOptions {
+        cors_origins: conduit::config::CorsOrigins::Any,
+        request_timeout: Duration::from_secs(30),
+    };
+    let router = conduit::app::router(state, &options);
+    let login = json!({"user": {"email": "user17@example.com", "password": conduit::seed::PASSWORD}});
+    let request = axum::http::Request::post("/api/users/login")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(login.to_string()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 200, "a seeded user logs in");
+    let newest = axum::http::Request::get("/api/articles?limit=1").body(axum::body::Body::empty()).expect("request");
+    let response = router.oneshot(newest).await.expect("infallible");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["articlesCount"], 10_000);
+    assert_eq!(body["articles"][0]["slug"], "article-10000", "newest first");
+
+    // New rows get ids after the seeded ones.
+    let created: i64 = sqlx::query_scalar("INSERT INTO tags (name) VALUES ('brand-new') RETURNING id")
+        .fetch_one(&db)
+        .await
+        .expect("insert after seeding");
+    assert_eq!(created, 51);
+    db.close().await;
+    pg.stop().await.expect("stop the cluster");
+}
