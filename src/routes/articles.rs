@@ -254,10 +254,10 @@ pub async fn create(
     Json(NewArticleRequest { article: new }): Json<NewArticleRequest>,
 ) -> Result<(StatusCode, Json<ArticleResponse>)> {
     let mut errors = ValidationErrors::new();
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let title = errors.check("title", Title::parse(&text(&new.title)));
-    let description = errors.check("description", Description::parse(&text(&new.description)));
-    let body = errors.check("body", ArticleBody::parse(&text(&new.body)));
+    // Absent and blank are both "can't be blank".
+    let title = errors.check("title", Title::parse(new.title.as_deref().unwrap_or_default()));
+    let description = errors.check("description", Description::parse(new.description.as_deref().unwrap_or_default()));
+    let body = errors.check("body", ArticleBody::parse(new.body.as_deref().unwrap_or_default()));
     let tags = errors.check("tagList", TagList::parse(new.tag_list.as_deref().unwrap_or_default()));
     let (Some(title), Some(description), Some(body), Some(tags)) = (title, description, body, tags) else {
         return Err(Error::Validation(errors));

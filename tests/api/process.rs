@@ -64,18 +64,25 @@ fn terminate(mut child: Child) {
     assert!(child.wait().expect("status").success(), "clean exit after SIGTERM");
 }
 
+/// A temporary directory for an embedded cluster, reachable by the `postgres`
+/// user the cluster runs as under root; `None` (the test skips) without binaries.
+fn embedded_temp_dir() -> Option<tempfile::TempDir> {
+    if conduit::embedded_pg::find_bin_dir().is_none() {
+        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+        return None;
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-embedded-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    Some(dir)
+}
+
 fn cluster_running(data_dir: &Path) -> bool {
     data_dir.join("pgdata/postmaster.pid").exists()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_and_tokens_across_restarts() {
-    if conduit::embedded_pg::find_bin_dir().is_none() {
-        eprintln!("skipped: no PostgreSQL server binaries on this machine");
-        return;
-    }
-    let dir = tempfile::Builder::new().prefix("conduit-embedded-").tempdir().expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let Some(dir) = embedded_temp_dir() else { return };
     let data_dir = dir.path().join("data");
     let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
@@ -111,12 +118,7 @@ async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
-    if conduit::embedded_pg::find_bin_dir().is_none() {
-        eprintln!("skipped: no PostgreSQL server binaries on this machine");
-        return;
-    }
-    let dir = tempfile::Builder::new().prefix("conduit-embedded-").tempdir().expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let Some(dir) = embedded_temp_dir() else { return };
     let data_dir = dir.path().join("data");
     let data = data_dir.to_str().expect("utf-8 path");
     let port = free_port();
@@ -160,12 +162,7 @@ fn a_data_directory_the_postgres_user_cannot_reach_is_a_clear_error() {
 async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     use tower::ServiceExt as _;
 
-    if conduit::embedded_pg::find_bin_dir().is_none() {
-        eprintln!("skipped: no PostgreSQL server binaries on this machine");
-        return;
-    }
-    let dir = tempfile::Builder::new().prefix("conduit-seed-").tempdir().expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let Some(dir) = embedded_temp_dir() else { return };
     let data_dir = dir.path().join("data");
     let vars = [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path"))];
 
