@@ -357,7 +357,7 @@ impl Generator {
         copy_table(
             conn,
             "article_tags",
-            "COPY article_tags (article_id, tag_id) FROM STDIN",
+            "COPY article_tags (article_id, tag_id, created_at) FROM STDIN",
             scale.articles,
             self.article_tags(),
         )
@@ -428,12 +428,13 @@ impl Generator {
         let mut picked = HashSet::new();
         move |i, buf| {
             picked.clear();
+            let created = ts(self.article_created(i + 1));
             let count = rng.below(6);
             while picked.len() < count as usize {
                 let u = rng.unit();
                 let tag = self.tag_cdf.partition_point(|&c| c < u).min(TAGS.len() - 1) + 1;
                 if picked.insert(tag) {
-                    let _ = writeln!(buf, "{}\t{tag}", i + 1);
+                    let _ = writeln!(buf, "{}\t{tag}\t{created}", i + 1);
                 }
             }
         }

@@ -31,14 +31,14 @@ pub struct ArticlePage {
     pub viewer_exists: bool,
 }
 
-/// What to list: `feed_of` restricts to authors that user follows; the other
+/// What to list: `feed` restricts to authors the viewer follows; the other
 /// filters (exact tag, author and favoriting username) combine with AND.
 #[derive(Debug, Default)]
 pub struct ListQuery<'a> {
     pub tag: Option<&'a str>,
     pub author: Option<&'a str>,
     pub favorited_by: Option<&'a str>,
-    pub feed_of: Option<i64>,
+    pub feed: bool,
     pub limit: i64,
     pub offset: i64,
 }
@@ -52,7 +52,7 @@ pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Re
                   ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
                         WHERE at.article_id = a.id ORDER BY t.name) AS "tag_list!",
                   EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
-                  (SELECT count(*) FROM favorites f WHERE f.article_id = a.id) AS "favorites_count!",
+                  a.favorites_count,
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
                   EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
            FROM articles a JOIN users u ON u.id = a.author_id
@@ -64,7 +64,28 @@ pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Re
     .await
 }
 
+impl ListQuery<'_> {
+    /// Which branch of the list statement serves this query: the most selective
+    /// filter drives the scan, the others are checked on its rows.
+    fn driver(&self) -> &'static str {
+        match self {
+            Self { feed: true, .. } => "feed",
+            Self { author: Some(_), .. } => "author",
+            Self { favorited_by: Some(_), .. } => "favorited",
+            Self { tag: Some(_), .. } => "tag",
+            _ => "all",
+        }
+    }
+}
+
 /// A page of articles, newest first, with the total count, in one statement.
+///
+/// Each way of listing is its own branch of a `UNION ALL`, gated by `$1` (the
+/// driver): PostgreSQL skips a branch whose gate is false at run time, so one
+/// cached generic plan serves every filter, and each branch reads only its page
+/// through an index (newest first, then the `LIMIT`). Totals come from counters
+/// the write triggers keep (see the migrations); only a combination of filters
+/// is counted, over the driving filter's rows.
 #[tracing::instrument(skip(db))]
 pub async fn list(
     db: impl PgExecutor<'_>,
@@ -74,37 +95,79 @@ pub async fn list(
     // The count row is joined to the page so that an offset past the end still
     // reports the total.
     let rows = sqlx::query!(
-        r#"WITH filtered AS (
-               SELECT a.id, a.created_at FROM articles a
-               WHERE ($1::text IS NULL OR EXISTS (
-                         SELECT 1 FROM article_tags at JOIN tags t ON t.id = at.tag_id
-                         WHERE at.article_id = a.id AND t.name = $1))
-                 AND ($2::text IS NULL OR a.author_id = (SELECT id FROM users WHERE lower(username) = lower($2)))
-                 AND ($3::text IS NULL OR EXISTS (
-                         SELECT 1 FROM favorites f JOIN users fu ON fu.id = f.user_id
-                         WHERE f.article_id = a.id AND lower(fu.username) = lower($3)))
-                 AND ($4::bigint IS NULL OR a.author_id IN (SELECT followee_id FROM follows WHERE follower_id = $4))
+        r#"WITH tag AS (SELECT id, articles_count FROM tags WHERE name = $2),
+           author AS (SELECT id, articles_count FROM users WHERE lower(username) = lower($3)),
+           fan AS (SELECT id, favorites_count FROM users WHERE lower(username) = lower($4)),
+           candidates AS (
+               (SELECT id, created_at FROM articles
+                WHERE $1::text = 'all'
+                ORDER BY created_at DESC, id DESC LIMIT $6::bigint + $7::bigint)
+               UNION ALL
+               (SELECT article_id, created_at FROM article_tags
+                WHERE $1 = 'tag' AND tag_id = (SELECT id FROM tag)
+                ORDER BY created_at DESC, article_id DESC LIMIT $6::bigint + $7::bigint)
+               UNION ALL
+               (SELECT a.id, a.created_at FROM articles a
+                WHERE $1 = 'author' AND a.author_id = (SELECT id FROM author)
+                  AND ($2::text IS NULL OR EXISTS (
+                          SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
+                  AND ($4::text IS NULL OR EXISTS (
+                          SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = (SELECT id FROM fan)))
+                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
+               UNION ALL
+               (SELECT a.id, a.created_at FROM favorites f JOIN articles a ON a.id = f.article_id
+                WHERE $1 = 'favorited' AND f.user_id = (SELECT id FROM fan)
+                  AND ($2::text IS NULL OR EXISTS (
+                          SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
+                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
+               UNION ALL
+               (SELECT a.id, a.created_at FROM follows fo
+                CROSS JOIN LATERAL (SELECT id, created_at FROM articles WHERE author_id = fo.followee_id
+                                    ORDER BY created_at DESC, id DESC LIMIT $6::bigint + $7::bigint) a
+                WHERE $1 = 'feed' AND fo.follower_id = $5
+                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
            ),
-           page AS (SELECT id, created_at FROM filtered ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7)
-           SELECT c.total AS "total!", c.viewer_exists AS "viewer_exists!",
+           page AS (SELECT id, created_at FROM candidates ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7),
+           total AS (
+               SELECT CASE
+                   WHEN $1 = 'all' THEN (SELECT articles FROM article_totals)
+                   WHEN $1 = 'tag' THEN (SELECT articles_count FROM tag)
+                   WHEN $1 = 'feed' THEN (SELECT sum(u.articles_count)::bigint FROM follows fo
+                                          JOIN users u ON u.id = fo.followee_id WHERE fo.follower_id = $5)
+                   WHEN $2::text IS NULL AND $1 = 'favorited' THEN (SELECT favorites_count FROM fan)
+                   WHEN $2::text IS NULL AND $4::text IS NULL THEN (SELECT articles_count FROM author)
+                   WHEN $1 = 'favorited' THEN (
+                       SELECT count(*) FROM favorites f
+                       WHERE f.user_id = (SELECT id FROM fan) AND EXISTS (
+                           SELECT 1 FROM article_tags at WHERE at.article_id = f.article_id AND at.tag_id = (SELECT id FROM tag)))
+                   ELSE (
+                       SELECT count(*) FROM articles a
+                       WHERE a.author_id = (SELECT id FROM author)
+                         AND ($2::text IS NULL OR EXISTS (
+                                 SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
+                         AND ($4::text IS NULL OR EXISTS (
+                                 SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = (SELECT id FROM fan))))
+               END AS n
+           )
+           SELECT COALESCE(c.n, 0) AS "total!",
+                  EXISTS (SELECT 1 FROM users WHERE id = $5) AS "viewer_exists!",
                   a.slug AS "slug?", a.title AS "title?", a.description AS "description?",
                   a.created_at AS "created_at?", a.updated_at AS "updated_at?",
                   ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
                         WHERE at.article_id = a.id ORDER BY t.name) AS "tag_list!",
                   EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $5) AS "favorited!",
-                  (SELECT count(*) FROM favorites f WHERE f.article_id = a.id) AS "favorites_count!",
+                  a.favorites_count AS "favorites_count?",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
                   EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $5 AND fo.followee_id = u.id) AS "author_following!"
-           FROM (SELECT (SELECT count(*) FROM filtered) AS total,
-                        EXISTS (SELECT 1 FROM users WHERE id = $5) AS viewer_exists) c
+           FROM total c
            LEFT JOIN page p ON true
            LEFT JOIN articles a ON a.id = p.id
            LEFT JOIN users u ON u.id = a.author_id
            ORDER BY p.created_at DESC, p.id DESC"#,
+        query.driver(),
         query.tag,
         query.author,
         query.favorited_by,
-        query.feed_of,
         viewer,
         query.limit,
         query.offset
@@ -126,7 +189,7 @@ pub async fn list(
                 created_at: r.created_at?,
                 updated_at: r.updated_at?,
                 favorited: r.favorited,
-                favorites_count: r.favorites_count,
+                favorites_count: r.favorites_count?,
                 author_username: r.author_username?,
                 author_bio: r.author_bio?,
                 author_image: r.author_image?,

@@ -189,7 +189,7 @@ pub async fn list(
         tag: filters.tag.as_deref(),
         author: filters.author.as_deref(),
         favorited_by: filters.favorited.as_deref(),
-        feed_of: None,
+        feed: false,
         limit: page.limit,
         offset: page.offset,
     };
@@ -207,12 +207,7 @@ pub async fn list(
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
-    let query = db::articles::ListQuery {
-        feed_of: Some(user.id),
-        limit: page.limit,
-        offset: page.offset,
-        ..Default::default()
-    };
+    let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
     many(db::articles::list(&state.db, &query, Some(user.id)).await?, Some(&user))
 }
 
