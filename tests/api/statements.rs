@@ -68,6 +68,9 @@ async fn with_statements(
     let subscriber = tracing_subscriber::registry().with(statements.clone());
     let response = {
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Another test thread may have cached sqlx's callsites as uninteresting
+        // while no subscriber was set; recompute with this one in place.
+        tracing::callsite::rebuild_interest_cache();
         app.request(method, uri, token, body).await
     };
     let seen = std::mem::take(&mut *statements.0.lock().unwrap_or_else(PoisonError::into_inner));
