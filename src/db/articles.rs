@@ -170,7 +170,9 @@ pub async fn list(
         query.favorited_by,
         viewer,
         query.limit,
-        query.offset
+        // Each branch reads `limit + offset` rows; no table holds that many, and
+        // the clamp keeps the sum from overflowing bigint (a 500).
+        query.offset.min(i64::MAX - 1000)
     )
     .fetch_all(db)
     .await?;

@@ -928,6 +928,19 @@ async fn counters_stay_exact_under_concurrent_creates_retags_favorites_and_delet
 }
 
 #[tokio::test]
+async fn the_largest_offset_is_an_empty_page_not_an_error() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    app.create_article(&token, "Dragons", &["dragons"]).await;
+    for query in ["", "&tag=dragons", "&author=jake", "&favorited=jake"] {
+        let response = app.get(&format!("/api/articles?offset={}{query}", i64::MAX), None).await;
+        assert_eq!(response.status, StatusCode::OK, "{query}: {}", response.text);
+    }
+    let feed = app.get(&format!("/api/articles/feed?offset={}", i64::MAX), Some(&token)).await;
+    assert_eq!(feed.status, StatusCode::OK, "{}", feed.text);
+}
+
+#[tokio::test]
 async fn null_for_a_title_description_or_body_in_an_update_is_422() {
     // Found by schemathesis: `null` was read as "unchanged", though the document
     // types these fields as strings.
