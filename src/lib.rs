@@ -58,9 +58,8 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
     let state = AppState {
         db: db.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
-        hasher: PasswordHasher::new(password_concurrency()),
+        hasher: PasswordHasher::new(password_concurrency())?,
     };
-    state.hasher.prepare().await?;
     let app = app::router(
         state,
         &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },

@@ -4,43 +4,57 @@
 //! async workers would stall every other request, and running an unbounded number
 //! at once would let a login flood exhaust memory, so every hash and verification
 //! waits for a permit and then runs on the blocking pool.
+//!
+//! The 19 MiB work areas are allocated once per permit and reused. Letting Argon2
+//! allocate its own made the allocator keep one freed area per blocking thread
+//! (glibc raises its mmap threshold after the first free): a login flood reached
+//! 350 MB of RSS where two areas are ever in use.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use tokio::sync::Semaphore;
 
 use crate::domain::Password;
 
 /// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane.
-fn argon2() -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
-}
+const PARAMS: Params = Params::DEFAULT;
+const SALT_LEN: usize = 16;
+
+/// One Argon2 work area, sized for [`PARAMS`].
+type WorkArea = Vec<Block>;
 
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
-    /// A real hash of a random password, verified against when the email is unknown,
-    /// so that a login takes the same time whether or not the account exists.
-    dummy: Arc<OnceCell<String>>,
+    /// Work areas not in use; never more than the number of permits.
+    areas: Arc<Mutex<Vec<WorkArea>>>,
+    /// A PHC string with random salt and output, verified against when the email
+    /// is unknown, so that a login costs the same whether or not the account exists.
+    dummy: Arc<str>,
 }
 
 impl PasswordHasher {
     /// `concurrency` hashes may run at once; the rest queue.
-    pub fn new(concurrency: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::default() }
+    pub fn new(concurrency: usize) -> anyhow::Result<Self> {
+        let mut output = [0u8; 32];
+        getrandom::fill(&mut output).map_err(|err| anyhow::anyhow!("random: {err}"))?;
+        let dummy = phc_string(&random_salt()?, &output)?;
+        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), areas: Arc::default(), dummy: dummy.into() })
     }
 
     /// Hashes a new password to a PHC string.
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.as_str().to_owned();
-        self.run(move || {
-            use argon2::PasswordHasher as _;
-            argon2()
-                .hash_password(password.as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|err| anyhow::anyhow!("argon2 hash: {err}"))
+        let salt = random_salt()?;
+        self.run(move |area| {
+            let mut output = [0u8; 32];
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, PARAMS)
+                .hash_password_into_with_memory(password.as_bytes(), &salt, &mut output, area)
+                .map_err(|err| anyhow::anyhow!("argon2 hash: {err}"))?;
+            phc_string(&salt, &output)
         })
         .await
     }
@@ -49,43 +63,77 @@ impl PasswordHasher {
     pub async fn verify(&self, password: &str, hash: &str) -> anyhow::Result<bool> {
         let password = password.to_owned();
         let hash = hash.to_owned();
-        self.run(move || {
+        self.run(move |area| {
             let parsed = PasswordHash::new(&hash).map_err(|err| anyhow::anyhow!("stored hash: {err}"))?;
-            Ok(argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            verify_with(password.as_bytes(), &parsed, area)
         })
         .await
     }
 
     /// Spends the same work as a real verification, for an unknown account.
     pub async fn verify_dummy(&self, password: &str) -> anyhow::Result<()> {
-        let dummy = self.dummy_hash().await?;
-        self.verify(password, dummy).await.map(|_| ())
-    }
-
-    /// Makes the dummy hash now (at start-up), so that the first login with an
-    /// unknown email does not take twice as long as the others.
-    pub async fn prepare(&self) -> anyhow::Result<()> {
-        self.dummy_hash().await.map(|_| ())
-    }
-
-    async fn dummy_hash(&self) -> anyhow::Result<&String> {
-        self.dummy
-            .get_or_try_init(|| async {
-                let mut random = [0u8; 24];
-                getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("random: {err}"))?;
-                let filler = Password::parse(&format!("{random:02x?}")).map_err(anyhow::Error::msg)?;
-                self.hash(&filler).await
-            })
-            .await
+        self.verify(password, &self.dummy.clone()).await.map(|_| ())
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let _permit = self.permits.acquire().await.context("password hasher closed")?;
-        tokio::task::spawn_blocking(work).await.context("password hashing task")?
+        let areas = Arc::clone(&self.areas);
+        tokio::task::spawn_blocking(move || {
+            let taken = areas.lock().map_err(|_| anyhow::anyhow!("work areas poisoned"))?.pop();
+            let mut area = taken.unwrap_or_else(|| vec![Block::new(); PARAMS.block_count()]);
+            let result = work(&mut area);
+            areas.lock().map_err(|_| anyhow::anyhow!("work areas poisoned"))?.push(area);
+            result
+        })
+        .await
+        .context("password hashing task")?
     }
+}
+
+fn random_salt() -> anyhow::Result<[u8; SALT_LEN]> {
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).map_err(|err| anyhow::anyhow!("random: {err}"))?;
+    Ok(salt)
+}
+
+/// `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<output>`
+fn phc_string(salt: &[u8], output: &[u8]) -> anyhow::Result<String> {
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&PARAMS).map_err(|err| anyhow::anyhow!("params: {err}"))?,
+        salt: Some(Salt::new(salt).map_err(|err| anyhow::anyhow!("salt: {err}"))?),
+        hash: Some(Output::new(output).map_err(|err| anyhow::anyhow!("output: {err}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes `hash` for `password` with the parameters it records, in `area`
+/// when they are ours (hashes made with other parameters get their own area),
+/// and compares the outputs in constant time.
+fn verify_with(password: &[u8], hash: &PasswordHash, area: &mut [Block]) -> anyhow::Result<bool> {
+    let fail = |what: &str| anyhow::anyhow!("stored hash: {what}");
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| fail("algorithm"))?;
+    let version = match hash.version {
+        Some(v) => Version::try_from(v).map_err(|_| fail("version"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(hash).map_err(|_| fail("parameters"))?;
+    let salt = hash.salt.as_ref().ok_or_else(|| fail("no salt"))?;
+    let expected = hash.hash.as_ref().ok_or_else(|| fail("no output"))?;
+    let mut output = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let computed = if params.block_count() == area.len() {
+        argon2.hash_password_into_with_memory(password, salt.as_ref(), &mut output, area)
+    } else {
+        argon2.hash_password_into(password, salt.as_ref(), &mut output)
+    };
+    computed.map_err(|err| anyhow::anyhow!("argon2 verify: {err}"))?;
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(&output).map_err(|_| fail("output length"))? == *expected)
 }
 
 #[cfg(test)]
@@ -94,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let hasher = PasswordHasher::new(2);
+        let hasher = PasswordHasher::new(2).expect("hasher");
         let password = Password::parse("correct horse battery").expect("valid");
         let hash = hasher.hash(&password).await.expect("hashes");
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
@@ -104,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashing_the_same_password_twice_uses_different_salts() {
-        let hasher = PasswordHasher::new(1);
+        let hasher = PasswordHasher::new(1).expect("hasher");
         let password = Password::parse("same password").expect("valid");
         let a = hasher.hash(&password).await.expect("hashes");
         let b = hasher.hash(&password).await.expect("hashes");
@@ -113,8 +161,51 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_account_still_costs_a_verification() {
-        let hasher = PasswordHasher::new(1);
+        let hasher = PasswordHasher::new(1).expect("hasher");
         hasher.verify_dummy("anything at all").await.expect("runs");
-        assert!(hasher.dummy.get().is_some());
+        assert!(hasher.dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", hasher.dummy);
+    }
+
+    #[tokio::test]
+    async fn hashes_made_by_the_argon2_crate_itself_still_verify() {
+        use argon2::PasswordHasher as _;
+        let hasher = PasswordHasher::new(1).expect("hasher");
+        let ours = Argon2::new(Algorithm::Argon2id, Version::V0x13, PARAMS)
+            .hash_password(b"stored before the pool")
+            .expect("hashes")
+            .to_string();
+        assert!(hasher.verify("stored before the pool", &ours).await.expect("verifies"));
+        assert!(!hasher.verify("stored before the poo1", &ours).await.expect("verifies"));
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_parameters_verify_in_their_own_work_area() {
+        use argon2::PasswordHasher as _;
+        let hasher = PasswordHasher::new(1).expect("hasher");
+        let params = Params::new(64, 1, 1, Some(16)).expect("params");
+        let small = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"cheaper params")
+            .expect("hashes")
+            .to_string();
+        assert!(small.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{small}");
+        assert!(hasher.verify("cheaper params", &small).await.expect("verifies"));
+        assert!(!hasher.verify("cheaper param", &small).await.expect("verifies"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_hashes_reuse_at_most_one_work_area_per_permit() {
+        let hasher = PasswordHasher::new(2).expect("hasher");
+        let password = Password::parse("many at once").expect("valid");
+        let mut runs = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (hasher, password) = (hasher.clone(), password.clone());
+            runs.spawn(async move { hasher.hash(&password).await });
+        }
+        for hash in runs.join_all().await {
+            assert!(hasher.verify("many at once", &hash.expect("hashes")).await.expect("verifies"));
+        }
+        let areas = hasher.areas.lock().expect("lock");
+        assert!((1..=2).contains(&areas.len()), "{} work areas", areas.len());
+        assert!(areas.iter().all(|area| area.len() == PARAMS.block_count()));
     }
 }

@@ -48,9 +48,7 @@ pub struct ListQuery<'a> {
 pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, sqlx::Error> {
     sqlx::query_as!(
         ArticleRow,
-        r#"SELECT a.slug, a.title, a.description, a.body AS "body?", a.created_at, a.updated_at,
-                  ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
-                        WHERE at.article_id = a.id ORDER BY t.name) AS "tag_list!",
+        r#"SELECT a.slug, a.title, a.description, a.body AS "body?", a.created_at, a.updated_at, a.tag_list,
                   EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                   a.favorites_count,
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
@@ -64,118 +62,185 @@ pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Re
     .await
 }
 
-impl ListQuery<'_> {
-    /// Which branch of the list statement serves this query: the most selective
-    /// filter drives the scan, the others are checked on its rows.
-    fn driver(&self) -> &'static str {
-        match self {
-            Self { feed: true, .. } => "feed",
-            Self { author: Some(_), .. } => "author",
-            Self { favorited_by: Some(_), .. } => "favorited",
-            Self { tag: Some(_), .. } => "tag",
-            _ => "all",
-        }
-    }
+/// One row of a list statement: the total and the viewer's existence on every
+/// row, the article's columns `None` on the single row of an empty page.
+struct ListRow {
+    total: i64,
+    viewer_exists: bool,
+    slug: Option<String>,
+    title: Option<String>,
+    description: Option<String>,
+    tag_list: Option<Vec<String>>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    favorited: Option<bool>,
+    favorites_count: Option<i64>,
+    author_username: Option<String>,
+    author_bio: Option<String>,
+    author_image: Option<String>,
+    author_following: Option<bool>,
+}
+
+/// A list statement: the CTEs (`$with`, SQL text, defining at least `page`: the
+/// ids and creation times of the page, newest first) and the expression `total`
+/// are the caller's; the projection is shared. Every statement binds `$1` viewer, `$2` limit, `$3` offset, then
+/// its filters from `$4`.
+///
+/// The articles of the page are read in a `LATERAL ... OFFSET 0` subquery, which
+/// PostgreSQL cannot flatten into a join: a cached generic plan does not know the
+/// limit, assumes a tenth of the table, and would otherwise hash-join the whole
+/// articles table to a 20-row page. The total row is joined to the page so that
+/// an offset past the end still reports it.
+macro_rules! list_statement {
+    ($with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            ListRow,
+            "WITH " + $with + ", total AS (SELECT (" + $total + ") AS n) " +
+            r#"SELECT COALESCE(c.n, 0) AS "total!",
+                      EXISTS (SELECT 1 FROM users WHERE id = $1) AS "viewer_exists!",
+                      x.slug AS "slug?", x.title AS "title?", x.description AS "description?",
+                      x.tag_list AS "tag_list?", x.created_at AS "created_at?", x.updated_at AS "updated_at?",
+                      x.favorited AS "favorited?", x.favorites_count AS "favorites_count?",
+                      x.username AS "author_username?", x.bio AS "author_bio?", x.image AS "author_image?",
+                      x.following AS "author_following?"
+               FROM total c
+               LEFT JOIN page p ON true
+               LEFT JOIN LATERAL (
+                   SELECT a.slug, a.title, a.description, a.tag_list, a.created_at, a.updated_at,
+                          $1::bigint IS NOT NULL AND EXISTS (
+                              SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $1) AS favorited,
+                          a.favorites_count, u.username, u.bio, u.image,
+                          $1::bigint IS NOT NULL AND EXISTS (
+                              SELECT 1 FROM follows fo WHERE fo.follower_id = $1 AND fo.followee_id = u.id) AS following
+                   FROM articles a JOIN users u ON u.id = a.author_id
+                   WHERE a.id = p.id
+                   OFFSET 0
+               ) x ON true
+               ORDER BY p.created_at DESC, p.id DESC"#,
+            $($arg),+
+        )
+    };
 }
 
 /// A page of articles, newest first, with the total count, in one statement.
 ///
-/// Each way of listing is its own branch of a `UNION ALL`, gated by `$1` (the
-/// driver): PostgreSQL skips a branch whose gate is false at run time, so one
-/// cached generic plan serves every filter, and each branch reads only its page
-/// through an index (newest first, then the `LIMIT`). Totals come from counters
-/// the write triggers keep (see the migrations); only a combination of filters
-/// is counted, over the driving filter's rows.
+/// Each way of listing has its own statement, so that each has one small plan
+/// that stays good when cached generically: the page is read through an index
+/// (newest first, then the `LIMIT`) and the total comes from the counters the
+/// write triggers keep (see the migrations). Only a combination of filters is
+/// counted, over the rows of the author's articles or the user's favorites.
 #[tracing::instrument(skip(db))]
 pub async fn list(
     db: impl PgExecutor<'_>,
     query: &ListQuery<'_>,
     viewer: Option<i64>,
 ) -> Result<ArticlePage, sqlx::Error> {
-    // The count row is joined to the page so that an offset past the end still
-    // reports the total.
-    let rows = sqlx::query!(
-        r#"WITH tag AS (SELECT id, articles_count FROM tags WHERE name = $2),
-           author AS (SELECT id, articles_count FROM users WHERE lower(username) = lower($3)),
-           fan AS (SELECT id, favorites_count FROM users WHERE lower(username) = lower($4)),
-           candidates AS (
-               (SELECT id, created_at FROM articles
-                WHERE $1::text = 'all'
-                ORDER BY created_at DESC, id DESC LIMIT $6::bigint + $7::bigint)
-               UNION ALL
-               (SELECT article_id, created_at FROM article_tags
-                WHERE $1 = 'tag' AND tag_id = (SELECT id FROM tag)
-                ORDER BY created_at DESC, article_id DESC LIMIT $6::bigint + $7::bigint)
-               UNION ALL
-               (SELECT a.id, a.created_at FROM articles a
-                WHERE $1 = 'author' AND a.author_id = (SELECT id FROM author)
-                  AND ($2::text IS NULL OR EXISTS (
-                          SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
-                  AND ($4::text IS NULL OR EXISTS (
-                          SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = (SELECT id FROM fan)))
-                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
-               UNION ALL
-               (SELECT a.id, a.created_at FROM favorites f JOIN articles a ON a.id = f.article_id
-                WHERE $1 = 'favorited' AND f.user_id = (SELECT id FROM fan)
-                  AND ($2::text IS NULL OR EXISTS (
-                          SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
-                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
-               UNION ALL
-               (SELECT a.id, a.created_at FROM follows fo
-                CROSS JOIN LATERAL (SELECT id, created_at FROM articles WHERE author_id = fo.followee_id
-                                    ORDER BY created_at DESC, id DESC LIMIT $6::bigint + $7::bigint) a
-                WHERE $1 = 'feed' AND fo.follower_id = $5
-                ORDER BY a.created_at DESC, a.id DESC LIMIT $6::bigint + $7::bigint)
-           ),
-           page AS (SELECT id, created_at FROM candidates ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7),
-           total AS (
-               SELECT CASE
-                   WHEN $1 = 'all' THEN (SELECT articles FROM article_totals)
-                   WHEN $1 = 'tag' THEN (SELECT articles_count FROM tag)
-                   WHEN $1 = 'feed' THEN (SELECT sum(u.articles_count)::bigint FROM follows fo
-                                          JOIN users u ON u.id = fo.followee_id WHERE fo.follower_id = $5)
-                   WHEN $2::text IS NULL AND $1 = 'favorited' THEN (SELECT favorites_count FROM fan)
-                   WHEN $2::text IS NULL AND $4::text IS NULL THEN (SELECT articles_count FROM author)
-                   WHEN $1 = 'favorited' THEN (
-                       SELECT count(*) FROM favorites f
-                       WHERE f.user_id = (SELECT id FROM fan) AND EXISTS (
-                           SELECT 1 FROM article_tags at WHERE at.article_id = f.article_id AND at.tag_id = (SELECT id FROM tag)))
-                   ELSE (
-                       SELECT count(*) FROM articles a
-                       WHERE a.author_id = (SELECT id FROM author)
-                         AND ($2::text IS NULL OR EXISTS (
-                                 SELECT 1 FROM article_tags at WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tag)))
-                         AND ($4::text IS NULL OR EXISTS (
-                                 SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = (SELECT id FROM fan))))
-               END AS n
-           )
-           SELECT COALESCE(c.n, 0) AS "total!",
-                  EXISTS (SELECT 1 FROM users WHERE id = $5) AS "viewer_exists!",
-                  a.slug AS "slug?", a.title AS "title?", a.description AS "description?",
-                  a.created_at AS "created_at?", a.updated_at AS "updated_at?",
-                  ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
-                        WHERE at.article_id = a.id ORDER BY t.name) AS "tag_list!",
-                  EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $5) AS "favorited!",
-                  a.favorites_count AS "favorites_count?",
-                  u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
-                  EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $5 AND fo.followee_id = u.id) AS "author_following!"
-           FROM total c
-           LEFT JOIN page p ON true
-           LEFT JOIN articles a ON a.id = p.id
-           LEFT JOIN users u ON u.id = a.author_id
-           ORDER BY p.created_at DESC, p.id DESC"#,
-        query.driver(),
-        query.tag,
-        query.author,
-        query.favorited_by,
-        viewer,
-        query.limit,
-        // Each branch reads `limit + offset` rows; no table holds that many, and
-        // the clamp keeps the sum from overflowing bigint (a 500).
-        query.offset.min(i64::MAX - 1000)
-    )
-    .fetch_all(db)
-    .await?;
+    // Feeds read `limit + offset` rows per followed author; no table holds that
+    // many, and the clamp keeps the sum from overflowing bigint (a 500).
+    let (limit, offset) = (query.limit, query.offset.min(i64::MAX - 1000));
+    let rows =
+        match *query {
+            ListQuery { feed: true, .. } => {
+                list_statement!(
+                    "page AS (SELECT a.id, a.created_at FROM follows fo
+                 CROSS JOIN LATERAL (SELECT id, created_at FROM articles WHERE author_id = fo.followee_id
+                                     ORDER BY created_at DESC, id DESC LIMIT $2::bigint + $3::bigint) a
+                 WHERE fo.follower_id = $1
+                 ORDER BY a.created_at DESC, a.id DESC LIMIT $2 OFFSET $3)",
+                    "SELECT sum((SELECT u.articles_count FROM users u WHERE u.id = fo.followee_id))::bigint
+                 FROM follows fo WHERE fo.follower_id = $1",
+                    viewer,
+                    limit,
+                    offset
+                )
+                .fetch_all(db)
+                .await?
+            }
+            ListQuery { tag: None, author: None, favorited_by: None, .. } => list_statement!(
+                "page AS (SELECT id, created_at FROM articles ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3)",
+                "SELECT articles FROM article_totals",
+                viewer,
+                limit,
+                offset
+            )
+            .fetch_all(db)
+            .await?,
+            ListQuery { tag: Some(tag), author: None, favorited_by: None, .. } => {
+                list_statement!(
+                    "page AS (SELECT article_id AS id, created_at FROM article_tags
+                 WHERE tag_id = (SELECT id FROM tags WHERE name = $4)
+                 ORDER BY created_at DESC, article_id DESC LIMIT $2 OFFSET $3)",
+                    "SELECT articles_count FROM tags WHERE name = $4",
+                    viewer,
+                    limit,
+                    offset,
+                    tag
+                )
+                .fetch_all(db)
+                .await?
+            }
+            ListQuery { tag: None, author: Some(author), favorited_by: None, .. } => {
+                list_statement!(
+                    "page AS (SELECT id, created_at FROM articles
+                 WHERE author_id = (SELECT id FROM users WHERE lower(username) = lower($4))
+                 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3)",
+                    "SELECT articles_count FROM users WHERE lower(username) = lower($4)",
+                    viewer,
+                    limit,
+                    offset,
+                    author
+                )
+                .fetch_all(db)
+                .await?
+            }
+            ListQuery { tag: None, author: None, favorited_by: Some(fan), .. } => {
+                list_statement!(
+                    "page AS (SELECT a.id, a.created_at FROM favorites f JOIN articles a ON a.id = f.article_id
+                 WHERE f.user_id = (SELECT id FROM users WHERE lower(username) = lower($4))
+                 ORDER BY a.created_at DESC, a.id DESC LIMIT $2 OFFSET $3)",
+                    "SELECT favorites_count FROM users WHERE lower(username) = lower($4)",
+                    viewer,
+                    limit,
+                    offset,
+                    fan
+                )
+                .fetch_all(db)
+                .await?
+            }
+            // Two or three filters: driven by the author's articles when there is an
+            // author, else by the user's favorites (then a tag is the other filter).
+            ListQuery { tag, author, favorited_by, .. } => {
+                list_statement!(
+                    "matches AS (
+                     SELECT a.id, a.created_at FROM articles a
+                     WHERE $5::text IS NOT NULL
+                       AND a.author_id = (SELECT id FROM users WHERE lower(username) = lower($5))
+                       AND ($4::text IS NULL OR EXISTS (
+                               SELECT 1 FROM article_tags at
+                               WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tags WHERE name = $4)))
+                       AND ($6::text IS NULL OR EXISTS (
+                               SELECT 1 FROM favorites f WHERE f.article_id = a.id
+                                 AND f.user_id = (SELECT id FROM users WHERE lower(username) = lower($6))))
+                     UNION ALL
+                     SELECT a.id, a.created_at FROM favorites f JOIN articles a ON a.id = f.article_id
+                     WHERE $5::text IS NULL
+                       AND f.user_id = (SELECT id FROM users WHERE lower(username) = lower($6))
+                       AND EXISTS (SELECT 1 FROM article_tags at
+                                   WHERE at.article_id = a.id AND at.tag_id = (SELECT id FROM tags WHERE name = $4))
+                 ),
+                 page AS (SELECT id, created_at FROM matches ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3)",
+                    "SELECT count(*) FROM matches",
+                    viewer,
+                    limit,
+                    offset,
+                    tag,
+                    author,
+                    favorited_by
+                )
+                .fetch_all(db)
+                .await?
+            }
+        };
 
     let total = rows.first().map_or(0, |r| r.total);
     let viewer_exists = rows.first().is_some_and(|r| r.viewer_exists);
@@ -187,15 +252,15 @@ pub async fn list(
                 title: r.title?,
                 description: r.description?,
                 body: None,
-                tag_list: r.tag_list,
+                tag_list: r.tag_list?,
                 created_at: r.created_at?,
                 updated_at: r.updated_at?,
-                favorited: r.favorited,
+                favorited: r.favorited?,
                 favorites_count: r.favorites_count?,
                 author_username: r.author_username?,
                 author_bio: r.author_bio?,
                 author_image: r.author_image?,
-                author_following: r.author_following,
+                author_following: r.author_following?,
             })
         })
         .collect();

@@ -886,7 +886,8 @@ async fn nul_bytes_in_paths_queries_and_logins_are_client_errors() {
 #[tokio::test]
 async fn counters_stay_exact_under_concurrent_creates_retags_favorites_and_deletes() {
     // Totals and tag counts are kept by triggers that serialise article writers on
-    // one row (see migrations/..._counters.sql); they must match a full recount.
+    // one row (see migrations/..._counters.sql); they, and the tag lists copied into
+    // articles (migrations/..._tag_lists.sql), must match a full recount.
     let app = std::sync::Arc::new(TestApp::new().await);
     let token = app.register("jake").await;
     let fan = app.register("anne").await;
@@ -915,7 +916,10 @@ async fn counters_stay_exact_under_concurrent_creates_retags_favorites_and_delet
                                                 OR u.favorites_count <> (SELECT count(*) FROM favorites WHERE user_id = u.id))
                 + (SELECT count(*) FROM articles a WHERE a.favorites_count <> (SELECT count(*) FROM favorites WHERE article_id = a.id))
                 + (SELECT count(*) FROM tags t WHERE t.articles_count <> (SELECT count(*) FROM article_tags WHERE tag_id = t.id))
-                + (SELECT count(*) FROM article_totals WHERE articles <> (SELECT count(*) FROM articles))"#,
+                + (SELECT count(*) FROM article_totals WHERE articles <> (SELECT count(*) FROM articles))
+                + (SELECT count(*) FROM articles a WHERE a.tag_list <> ARRAY(
+                       SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
+                       WHERE at.article_id = a.id ORDER BY t.name))"#,
     )
     .fetch_one(&app.db)
     .await

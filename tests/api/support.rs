@@ -99,7 +99,7 @@ impl TestApp {
         let db = conduit::db::connect(admin.clone().database(&name), 5).await.expect("connect to test database");
         conduit::db::MIGRATOR.run(&db).await.expect("migrate");
         let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
-        let state = AppState { db: db.clone(), jwt, hasher: PasswordHasher::new(2) };
+        let state = AppState { db: db.clone(), jwt, hasher: PasswordHasher::new(2).expect("hasher") };
         Self { router: app::router(state, &options), db, name, admin }
     }
 
