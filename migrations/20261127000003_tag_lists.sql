@@ -11,12 +11,20 @@
 
 ALTER TABLE articles ADD COLUMN tag_list text[] NOT NULL DEFAULT '{}';
 
+-- Set-based (a join and one aggregate, not a subquery per article): a COPY of
+-- millions of article_tags rows runs it once, over every article at once.
 CREATE FUNCTION copy_tag_lists() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE articles a
-    SET tag_list = ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
-                         WHERE at.article_id = a.id ORDER BY t.name)
-    WHERE a.id IN (SELECT article_id FROM changed);
+    WITH touched AS (SELECT DISTINCT article_id FROM changed),
+    lists AS (
+        SELECT c.article_id,
+               COALESCE(array_agg(t.name ORDER BY t.name) FILTER (WHERE t.name IS NOT NULL), '{}') AS names
+        FROM touched c
+        LEFT JOIN article_tags at ON at.article_id = c.article_id
+        LEFT JOIN tags t ON t.id = at.tag_id
+        GROUP BY c.article_id
+    )
+    UPDATE articles a SET tag_list = l.names FROM lists l WHERE a.id = l.article_id;
     RETURN NULL;
 END $$;
 
@@ -25,7 +33,7 @@ CREATE TRIGGER article_tags_copy_inserted AFTER INSERT ON article_tags
 CREATE TRIGGER article_tags_copy_deleted AFTER DELETE ON article_tags
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION copy_tag_lists();
 
-UPDATE articles a
-SET tag_list = ARRAY(SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
-                     WHERE at.article_id = a.id ORDER BY t.name)
-WHERE a.id IN (SELECT article_id FROM article_tags);
+UPDATE articles a SET tag_list = l.names
+FROM (SELECT at.article_id, array_agg(t.name ORDER BY t.name) AS names
+      FROM article_tags at JOIN tags t ON t.id = at.tag_id GROUP BY at.article_id) l
+WHERE a.id = l.article_id;

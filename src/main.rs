@@ -1,6 +1,7 @@
 //! The `conduit` server binary: configuration, logging, then [`conduit::run`];
 //! `conduit openapi` prints the OpenAPI document instead; `conduit seed` fills the
-//! database for load benchmarks (see [`conduit::seed`]).
+//! database for load benchmarks (see [`conduit::seed`]); `conduit hash-rate`
+//! measures how many Argon2id verifications per second this machine allows.
 
 use std::process::ExitCode;
 
@@ -21,6 +22,9 @@ async fn main() -> ExitCode {
     }
     if std::env::args().nth(1).as_deref() == Some("seed") {
         return seed().await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("hash-rate") {
+        return hash_rate().await;
     }
     let config = match conduit::config::Config::from_env() {
         Ok(config) => config,
@@ -60,6 +64,22 @@ async fn seed() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("conduit seed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `conduit hash-rate`: Argon2id verifications per second with one per core at
+/// once, as the server runs them, over 3 seconds.
+async fn hash_rate() -> ExitCode {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    match conduit::auth::password::verification_rate(cores, std::time::Duration::from_secs(3)).await {
+        Ok(rate) => {
+            println!("{rate:.1} verifications/s, {cores} at once");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("conduit hash-rate: {err:#}");
             ExitCode::FAILURE
         }
     }

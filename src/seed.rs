@@ -252,6 +252,11 @@ async fn copy_table(
     let started = Instant::now();
     println!("{table}: copying...");
     let mut tx = conn.begin().await?;
+    // The articles COPY writes each article's tag list itself (see `articles`):
+    // the trigger that copies it from article_tags would rewrite every article.
+    if table == "article_tags" {
+        sqlx::query("ALTER TABLE article_tags DISABLE TRIGGER article_tags_copy_inserted").execute(&mut *tx).await?;
+    }
     let mut copy = tx.copy_in_raw(statement).await.with_context(|| format!("starting COPY into {table}"))?;
     let mut buf = String::with_capacity(BUFFER_BYTES + 64 * 1024);
     for i in 0..units {
@@ -265,6 +270,9 @@ async fn copy_table(
         copy.send(buf.as_bytes()).await?;
     }
     let rows = copy.finish().await.with_context(|| format!("COPY into {table}"))?;
+    if table == "article_tags" {
+        sqlx::query("ALTER TABLE article_tags ENABLE TRIGGER article_tags_copy_inserted").execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     println!("{table}: {rows} rows in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -350,7 +358,7 @@ impl Generator {
         copy_table(
             conn,
             "articles",
-            "COPY articles (id, author_id, slug, title, description, body, created_at, updated_at) FROM STDIN",
+            "COPY articles (id, author_id, slug, title, description, body, created_at, updated_at, tag_list) FROM STDIN",
             scale.articles,
             self.articles(),
         )
@@ -411,8 +419,15 @@ impl Generator {
 
     fn articles(&self) -> impl FnMut(u64, &mut String) {
         let mut rng = self.rng(2);
+        // The same stream as `article_tags`, so each article's list matches its rows.
+        let mut tag_rng = self.rng(3);
+        let mut picked = Vec::new();
         let users = self.options.scale.users;
         move |i, buf| {
+            self.pick_tags(&mut tag_rng, &mut picked);
+            let mut names: Vec<&str> = picked.iter().map(|&tag| TAGS[tag - 1]).collect();
+            names.sort_unstable();
+            let tag_list = format!("{{{}}}", names.join(","));
             let id = i + 1;
             let author = rng.skewed(users) + 1;
             let title = title(&mut rng);
@@ -420,23 +435,34 @@ impl Generator {
             let sentences = 3 + rng.below(6);
             let body = (0..sentences).map(|_| sentence(&mut rng, 6, 18)).collect::<Vec<_>>().join(" ");
             let created = ts(self.article_created(id));
-            let _ = writeln!(buf, "{id}\t{author}\tarticle-{id}\t{title}\t{description}\t{body}\t{created}\t{created}");
+            let _ = writeln!(
+                buf,
+                "{id}\t{author}\tarticle-{id}\t{title}\t{description}\t{body}\t{created}\t{created}\t{tag_list}"
+            );
         }
     }
 
     fn article_tags(&self) -> impl FnMut(u64, &mut String) {
         let mut rng = self.rng(3);
-        let mut picked = HashSet::new();
+        let mut picked = Vec::new();
         move |i, buf| {
-            picked.clear();
             let created = ts(self.article_created(i + 1));
-            let count = rng.below(6);
-            while picked.len() < count as usize {
-                let u = rng.unit();
-                let tag = self.tag_cdf.partition_point(|&c| c < u).min(TAGS.len() - 1) + 1;
-                if picked.insert(tag) {
-                    let _ = writeln!(buf, "{}\t{tag}\t{created}", i + 1);
-                }
+            self.pick_tags(&mut rng, &mut picked);
+            for tag in &picked {
+                let _ = writeln!(buf, "{}\t{tag}\t{created}", i + 1);
+            }
+        }
+    }
+
+    /// One article's tags: 0–5 distinct tag ids (1-based), popular ones more often.
+    fn pick_tags(&self, rng: &mut Rng, picked: &mut Vec<usize>) {
+        picked.clear();
+        let count = rng.below(6) as usize;
+        while picked.len() < count {
+            let u = rng.unit();
+            let tag = self.tag_cdf.partition_point(|&c| c < u).min(TAGS.len() - 1) + 1;
+            if !picked.contains(&tag) {
+                picked.push(tag);
             }
         }
     }

@@ -93,6 +93,31 @@ impl PasswordHasher {
     }
 }
 
+/// Verifications per second when `concurrency` run at once for `duration`, on the
+/// path a login takes (permit, blocking pool, pooled work area): the ceiling for a
+/// login flood on this machine, which `bench/run` reports beside it.
+pub async fn verification_rate(concurrency: usize, duration: std::time::Duration) -> anyhow::Result<f64> {
+    let hasher = PasswordHasher::new(concurrency)?;
+    let hash = hasher.hash(&Password::parse("rate of verification").map_err(anyhow::Error::msg)?).await?;
+    let started = std::time::Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    let mut done = 0u32;
+    // Twice as many in flight as permits, so that a permit never waits for a task.
+    for _ in 0..concurrency * 2 {
+        let (hasher, hash) = (hasher.clone(), hash.clone());
+        runs.spawn(async move { hasher.verify("rate of verification", &hash).await });
+    }
+    while let Some(run) = runs.join_next().await {
+        anyhow::ensure!(run??, "a verification failed");
+        done += 1;
+        if started.elapsed() < duration {
+            let (hasher, hash) = (hasher.clone(), hash.clone());
+            runs.spawn(async move { hasher.verify("rate of verification", &hash).await });
+        }
+    }
+    Ok(f64::from(done) / started.elapsed().as_secs_f64())
+}
+
 fn random_salt() -> anyhow::Result<[u8; SALT_LEN]> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|err| anyhow::anyhow!("random: {err}"))?;

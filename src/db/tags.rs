@@ -5,12 +5,16 @@ use sqlx::PgExecutor;
 /// Tags in use by at least one article, most used first, then alphabetically.
 ///
 /// Reads the counters the write triggers keep, through a partial index of the
-/// tags in use: no article or article_tags row is read.
+/// tags in use: no article or article_tags row is read. The names come back as
+/// one array in one row: a row per tag cost more in the driver than the query.
 #[tracing::instrument(skip(db))]
 pub async fn in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT name FROM tags WHERE articles_count > 0 ORDER BY articles_count DESC, name")
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(array_agg(name ORDER BY articles_count DESC, name), '{}') AS "names!"
+           FROM tags WHERE articles_count > 0"#
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Removes every tag from `article_id` (before [`attach`] sets new ones).

@@ -187,6 +187,19 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     }
     let tags: i64 = sqlx::query_scalar("SELECT count(*) FROM tags").fetch_one(&db).await.expect("count tags");
     assert!((1..=50).contains(&tags), "{tags} tags");
+    // The seed writes each article's tag list itself; it must match its rows.
+    let (mismatched, tagged): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE a.tag_list <> ARRAY(
+                    SELECT t.name FROM article_tags at JOIN tags t ON t.id = at.tag_id
+                    WHERE at.article_id = a.id ORDER BY t.name)),
+                count(*) FILTER (WHERE cardinality(a.tag_list) > 0)
+         FROM articles a",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("compare tag lists");
+    assert_eq!(mismatched, 0);
+    assert!(tagged > 5_000, "{tagged} articles with tags");
 
     let jwt = std::sync::Arc::new(conduit::auth::JwtKeys::new(
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
