@@ -5,6 +5,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a list request allocates per row and per
+/// field, and glibc's allocator took about a sixth of the server's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // `conduit openapi` prints the OpenAPI document and exits: no configuration needed.
