@@ -58,7 +58,7 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
     let state = AppState {
         db: db.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
-        hasher: PasswordHasher::new(password_concurrency())?,
+        hasher: PasswordHasher::new(crate::auth::password::per_core())?,
     };
     let app = app::router(
         state,
@@ -107,11 +107,6 @@ pub async fn serve_until(
         () = deadline => tracing::warn!(?grace, "grace period over: closing the remaining connections"),
     }
     Ok(())
-}
-
-/// One Argon2 computation per core at a time: the rest wait for a permit.
-fn password_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

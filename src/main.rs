@@ -77,7 +77,7 @@ async fn seed() -> ExitCode {
 /// `conduit hash-rate`: Argon2id verifications per second with one per core at
 /// once, as the server runs them, over 3 seconds.
 async fn hash_rate() -> ExitCode {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let cores = conduit::auth::password::per_core();
     match conduit::auth::password::verification_rate(cores, std::time::Duration::from_secs(3)).await {
         Ok(rate) => {
             println!("{rate:.1} verifications/s, {cores} at once");

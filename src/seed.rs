@@ -241,21 +241,24 @@ async fn timed<T, E>(what: &str, step: impl Future<Output = Result<T, E>>) -> Re
 
 /// Streams one table (the generated text never holds a tab, newline or
 /// backslash, so no field needs COPY escaping): `emit(i, buf)` appends the rows of unit `i` (zero or more
-/// lines of COPY text) for `i` in `0..units`, in one transaction.
+/// lines of COPY text) for `i` in `0..units`, in one transaction, with
+/// `paused_trigger` (on `table`) disabled meanwhile.
 async fn copy_table(
     conn: &mut PgConnection,
     table: &str,
     statement: &'static str,
     units: u64,
+    paused_trigger: Option<&str>,
     mut emit: impl FnMut(u64, &mut String),
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("{table}: copying...");
     let mut tx = conn.begin().await?;
-    // The articles COPY writes each article's tag list itself (see `articles`):
-    // the trigger that copies it from article_tags would rewrite every article.
-    if table == "article_tags" {
-        sqlx::query("ALTER TABLE article_tags DISABLE TRIGGER article_tags_copy_inserted").execute(&mut *tx).await?;
+    // Inside the transaction, so that a failed seed leaves the trigger enabled.
+    let pause =
+        |verb: &str, trigger: &str| sqlx::AssertSqlSafe(format!("ALTER TABLE {table} {verb} TRIGGER {trigger}"));
+    if let Some(trigger) = paused_trigger {
+        sqlx::query(pause("DISABLE", trigger)).execute(&mut *tx).await?;
     }
     let mut copy = tx.copy_in_raw(statement).await.with_context(|| format!("starting COPY into {table}"))?;
     let mut buf = String::with_capacity(BUFFER_BYTES + 64 * 1024);
@@ -270,8 +273,8 @@ async fn copy_table(
         copy.send(buf.as_bytes()).await?;
     }
     let rows = copy.finish().await.with_context(|| format!("COPY into {table}"))?;
-    if table == "article_tags" {
-        sqlx::query("ALTER TABLE article_tags ENABLE TRIGGER article_tags_copy_inserted").execute(&mut *tx).await?;
+    if let Some(trigger) = paused_trigger {
+        sqlx::query(pause("ENABLE", trigger)).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     println!("{table}: {rows} rows in {:.2} s", started.elapsed().as_secs_f64());
@@ -348,10 +351,11 @@ impl Generator {
             "users",
             "COPY users (id, username, email, password_hash, bio, created_at, updated_at) FROM STDIN",
             scale.users,
+            None,
             self.users(hash),
         )
         .await?;
-        copy_table(conn, "tags", "COPY tags (id, name) FROM STDIN", TAGS.len() as u64, |i, buf| {
+        copy_table(conn, "tags", "COPY tags (id, name) FROM STDIN", TAGS.len() as u64, None, |i, buf| {
             let _ = writeln!(buf, "{}\t{}", i + 1, TAGS[i as usize]);
         })
         .await?;
@@ -360,6 +364,7 @@ impl Generator {
             "articles",
             "COPY articles (id, author_id, slug, title, description, body, created_at, updated_at, tag_list) FROM STDIN",
             scale.articles,
+            None,
             self.articles(),
         )
         .await?;
@@ -368,6 +373,9 @@ impl Generator {
             "article_tags",
             "COPY article_tags (article_id, tag_id, created_at) FROM STDIN",
             scale.articles,
+            // The articles COPY wrote each article's tag list (see `articles`): the
+            // trigger that copies them from article_tags would rewrite every article.
+            Some("article_tags_copy_inserted"),
             self.article_tags(),
         )
         .await?;
@@ -376,6 +384,7 @@ impl Generator {
             "favorites",
             "COPY favorites (user_id, article_id, created_at) FROM STDIN",
             scale.users,
+            None,
             self.favorites(),
         )
         .await?;
@@ -384,6 +393,7 @@ impl Generator {
             "follows",
             "COPY follows (follower_id, followee_id, created_at) FROM STDIN",
             scale.users,
+            None,
             self.follows(),
         )
         .await?;
@@ -392,6 +402,7 @@ impl Generator {
             "comments",
             "COPY comments (id, article_id, author_id, body, created_at, updated_at) FROM STDIN",
             scale.comments,
+            None,
             self.comments(),
         )
         .await?;

@@ -93,6 +93,12 @@ impl PasswordHasher {
     }
 }
 
+/// One Argon2 computation per core at a time (the server's bound): the rest
+/// wait for a permit.
+pub fn per_core() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
 /// Verifications per second when `concurrency` run at once for `duration`, on the
 /// path a login takes (permit, blocking pool, pooled work area): the ceiling for a
 /// login flood on this machine, which `bench/run` reports beside it.
@@ -101,18 +107,20 @@ pub async fn verification_rate(concurrency: usize, duration: std::time::Duration
     let hash = hasher.hash(&Password::parse("rate of verification").map_err(anyhow::Error::msg)?).await?;
     let started = std::time::Instant::now();
     let mut runs = tokio::task::JoinSet::new();
-    let mut done = 0u32;
-    // Twice as many in flight as permits, so that a permit never waits for a task.
-    for _ in 0..concurrency * 2 {
+    let start_one = |runs: &mut tokio::task::JoinSet<_>| {
         let (hasher, hash) = (hasher.clone(), hash.clone());
         runs.spawn(async move { hasher.verify("rate of verification", &hash).await });
+    };
+    // Twice as many in flight as permits, so that a permit never waits for a task.
+    for _ in 0..concurrency * 2 {
+        start_one(&mut runs);
     }
+    let mut done = 0u32;
     while let Some(run) = runs.join_next().await {
         anyhow::ensure!(run??, "a verification failed");
         done += 1;
         if started.elapsed() < duration {
-            let (hasher, hash) = (hasher.clone(), hash.clone());
-            runs.spawn(async move { hasher.verify("rate of verification", &hash).await });
+            start_one(&mut runs);
         }
     }
     Ok(f64::from(done) / started.elapsed().as_secs_f64())
