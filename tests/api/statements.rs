@@ -6,13 +6,14 @@
 //! on a current-thread runtime, so the request, and the pool work it causes, run on
 //! the test's thread and nothing from other tests is seen.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tracing::{
-    Event, Metadata, Subscriber,
+    Dispatch, Event, Metadata, Subscriber,
     field::{Field, Visit},
+    subscriber::NoSubscriber,
 };
 use tracing_subscriber::{
     Layer,
@@ -22,6 +23,16 @@ use tracing_subscriber::{
 use crate::support::{TestApp, TestResponse};
 
 const SQLX_TARGET: &str = "sqlx::query";
+
+/// A subscriber that enables nothing, registered for the life of the process.
+///
+/// While only one subscriber is registered, tracing-core decides whether a
+/// callsite is enabled from the *calling thread's* default alone. With this
+/// test's subscriber the only one, another test thread (which has none) that
+/// reaches sqlx's statement event first caches it as never enabled, and this
+/// test then sees no statements (`ran []`, about one full run in four). With a
+/// second subscriber registered, tracing-core asks every live subscriber.
+static SECOND_SUBSCRIBER: LazyLock<Dispatch> = LazyLock::new(|| Dispatch::new(NoSubscriber::default()));
 
 /// The statements sqlx reported, by their summary (the first words of the SQL).
 #[derive(Clone, Default)]
@@ -64,6 +75,7 @@ async fn with_statements(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (TestResponse, Vec<String>) {
+    LazyLock::force(&SECOND_SUBSCRIBER);
     let statements = Statements::default();
     let subscriber = tracing_subscriber::registry().with(statements.clone());
     let response = {
