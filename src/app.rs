@@ -28,6 +28,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 use crate::{
     auth::{JwtKeys, PasswordHasher},
     config::CorsOrigins,
+    db::Reads,
     error::Error,
     extract::Json,
     openapi::ApiDoc,
@@ -43,7 +44,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Shared by every handler; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Writes, and anything that is not a one-statement read.
     pub db: PgPool,
+    /// One-statement reads.
+    pub reads: Reads,
     pub jwt: Arc<JwtKeys>,
     pub hasher: PasswordHasher,
 }
@@ -51,6 +55,12 @@ pub struct AppState {
 impl FromRef<AppState> for PgPool {
     fn from_ref(state: &AppState) -> Self {
         state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Reads {
+    fn from_ref(state: &AppState) -> Self {
+        state.reads.clone()
     }
 }
 

@@ -39,6 +39,7 @@ pub struct Config {
     pub jwt_ttl: Duration,
     pub bind_addr: SocketAddr,
     pub cors_origins: CorsOrigins,
+    /// The size of each pool: the one-statement reads', and the one for the rest.
     pub db_max_connections: u32,
     pub log_format: LogFormat,
     /// A `tracing` filter directive (`RUST_LOG`).

@@ -53,10 +53,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
-    let db = db::connect(options, config.db_max_connections).await.context("connecting to PostgreSQL")?;
+    let db = db::connect(options.clone(), config.db_max_connections).await.context("connecting to PostgreSQL")?;
     db::MIGRATOR.run(&db).await.context("applying database migrations")?;
+    let reads = db::Reads::new(options, config.db_max_connections);
     let state = AppState {
         db: db.clone(),
+        reads: reads.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         hasher: PasswordHasher::new(crate::auth::password::per_core())?,
     };
@@ -72,6 +74,7 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
     serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")?;
     // A connection still held by a request abandoned at the end of the grace
     // period would make `close` wait forever: bound it, the process is exiting.
+    reads.close().await;
     if tokio::time::timeout(std::time::Duration::from_secs(5), db.close()).await.is_err() {
         tracing::warn!("database connections still in use after 5 s; exiting without waiting for them");
     }

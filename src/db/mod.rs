@@ -7,8 +7,11 @@
 pub mod articles;
 pub mod comments;
 pub mod profiles;
+mod reads;
 pub mod tags;
 pub mod users;
+
+pub use reads::Reads;
 
 use sqlx::{
     PgPool,
@@ -18,7 +21,8 @@ use sqlx::{
 /// Migrations embedded in the binary, applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// A pool whose connections plan each statement once and reuse the plan.
+/// The settings of every connection, for reads and writes alike: each statement
+/// is planned once and the plan reused.
 ///
 /// Every statement is written to have one good plan for all its parameters: each
 /// way of listing articles has its own statement rather than optional filters in
@@ -30,14 +34,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// parameters (a `LIMIT $2` as a tenth of the table), which at a million articles
 /// crossed `jit_above_cost` and added 200 ms of compiling to a 1 ms page.
 ///
+pub(crate) fn session_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.application_name("conduit").options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
+}
+
+/// The pool for writes (and anything else that is not a one-statement read,
+/// which [`Reads`] serves).
+///
 /// A connection is pinged before use only when it has been idle for a second or
-/// more: sqlx's default pings on every acquire, one extra round trip per request
-/// (3 sends to PostgreSQL per request instead of 2, seen with strace under load).
+/// more: sqlx's default pings on every acquire, one extra round trip per request.
 /// A connection that breaks while in steady use fails the request that holds it;
 /// the pool then replaces it.
 pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options =
-        options.application_name("conduit").options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")]);
+    let options = session_options(options);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))

@@ -193,7 +193,9 @@ pub async fn list(
         limit: page.limit,
         offset: page.offset,
     };
-    many(db::articles::list(&state.db, &query, viewer.as_ref().map(|v| v.id)).await?, viewer.as_ref())
+    let mut conn = state.reads.acquire().await?;
+    let rows = db::articles::list(&mut *conn, &query, viewer.as_ref().map(|v| v.id)).await;
+    many(conn.release(rows)?, viewer.as_ref())
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -208,7 +210,9 @@ pub async fn list(
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
-    many(db::articles::list(&state.db, &query, Some(user.id)).await?, Some(&user))
+    let mut conn = state.reads.acquire().await?;
+    let rows = db::articles::list(&mut *conn, &query, Some(user.id)).await;
+    many(conn.release(rows)?, Some(&user))
 }
 
 /// One article. Auth is optional.
@@ -227,7 +231,9 @@ pub async fn get(
     viewer: Option<AuthUser>,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    one(db::articles::get(&state.db, &slug, viewer.map(|v| v.id)).await?)
+    let mut conn = state.reads.acquire().await?;
+    let row = db::articles::get(&mut *conn, &slug, viewer.map(|v| v.id)).await;
+    one(conn.release(row)?)
 }
 
 /// Create an article. It and its tags are written in one transaction.

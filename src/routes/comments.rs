@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::{
-    db::{self, articles::Deleted, comments::CommentRow},
+    db::{self, Reads, articles::Deleted, comments::CommentRow},
     domain::CommentBody,
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
@@ -106,11 +106,13 @@ pub async fn add(
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
 pub async fn list(
-    State(db): State<PgPool>,
+    State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     Path(slug): Path<String>,
 ) -> Result<Json<CommentsResponse>> {
-    let rows = db::comments::list(&db, &slug, viewer.map(|v| v.id)).await?.ok_or(Error::NotFound("article"))?;
+    let mut conn = reads.acquire().await?;
+    let rows = db::comments::list(&mut *conn, &slug, viewer.map(|v| v.id)).await;
+    let rows = conn.release(rows)?.ok_or(Error::NotFound("article"))?;
     Ok(Json(CommentsResponse { comments: rows.into_iter().map(Comment::from).collect() }))
 }
 

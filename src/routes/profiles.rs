@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::{
-    db,
+    db::{self, Reads},
     error::{Error, Result},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, NotFound, Unauthorized, ValidationFailed},
@@ -35,11 +35,13 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
     ))]
 #[tracing::instrument(skip_all, fields(username = %username))]
 pub async fn get(
-    State(db): State<PgPool>,
+    State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     Path(username): Path<String>,
 ) -> Result<Json<ProfileResponse>> {
-    respond(db::profiles::get(&db, &username, viewer.map(|v| v.id)).await?)
+    let mut conn = reads.acquire().await?;
+    let row = db::profiles::get(&mut *conn, &username, viewer.map(|v| v.id)).await;
+    respond(conn.release(row)?)
 }
 
 /// Follow a user; following twice is a no-op. Any request body is ignored:

@@ -1,10 +1,12 @@
 //! `GET /api/tags`.
 
+use crate::{
+    db::{self, Reads},
+    error::Result,
+    extract::Json,
+};
 use axum::extract::State;
 use serde::Serialize;
-use sqlx::PgPool;
-
-use crate::{db, error::Result, extract::Json};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TagsResponse {
@@ -15,6 +17,8 @@ pub struct TagsResponse {
 #[utoipa::path(get, path = "/tags", tag = "Tags", operation_id = "GetTags",
     responses((status = 200, description = "The tags", body = TagsResponse)))]
 #[tracing::instrument(skip_all)]
-pub async fn list(State(db): State<PgPool>) -> Result<Json<TagsResponse>> {
-    Ok(Json(TagsResponse { tags: db::tags::in_use(&db).await? }))
+pub async fn list(State(reads): State<Reads>) -> Result<Json<TagsResponse>> {
+    let mut conn = reads.acquire().await?;
+    let tags = db::tags::in_use(&mut *conn).await;
+    Ok(Json(TagsResponse { tags: conn.release(tags)? }))
 }

@@ -178,7 +178,9 @@ pub async fn login(
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
-    let row = db::users::find_by_id(&state.db, user.id).await?.ok_or(Error::Unauthorized)?;
+    let mut conn = state.reads.acquire().await?;
+    let row = db::users::find_by_id(&mut *conn, user.id).await;
+    let row = conn.release(row)?.ok_or(Error::Unauthorized)?;
     Ok(respond(row, user.token))
 }
 

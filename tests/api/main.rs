@@ -8,6 +8,7 @@ mod http;
 mod openapi;
 mod process;
 mod profiles;
+mod reads;
 mod server;
 mod statements;
 mod support;

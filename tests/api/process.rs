@@ -205,8 +205,12 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
         Duration::from_secs(3600),
     ));
-    let state =
-        conduit::app::AppState { db: db.clone(), jwt, hasher: conduit::auth::PasswordHasher::new(2).expect("hasher") };
+    let state = conduit::app::AppState {
+        db: db.clone(),
+        reads: conduit::db::Reads::new(pg.connect_options(), 2),
+        jwt,
+        hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
+    };
     let options = conduit::app::HttpOptions {
         cors_origins: conduit::config::CorsOrigins::Any,
         request_timeout: Duration::from_secs(30),

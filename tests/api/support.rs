@@ -22,6 +22,7 @@ use conduit::{
     app::{self, AppState, HttpOptions},
     auth::{JwtKeys, PasswordHasher},
     config::CorsOrigins,
+    db::Reads,
     embedded_pg::EmbeddedPostgres,
 };
 use http_body_util::BodyExt as _;
@@ -77,6 +78,10 @@ async fn server() -> PgConnectOptions {
 pub struct TestApp {
     pub router: Router,
     pub db: PgPool,
+    /// The pool of the one-statement reads, as the router has it.
+    pub reads: Reads,
+    /// How to reach this test's database.
+    pub options: PgConnectOptions,
     name: String,
     admin: PgConnectOptions,
 }
@@ -99,8 +104,11 @@ impl TestApp {
         let db = conduit::db::connect(admin.clone().database(&name), 5).await.expect("connect to test database");
         conduit::db::MIGRATOR.run(&db).await.expect("migrate");
         let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
-        let state = AppState { db: db.clone(), jwt, hasher: PasswordHasher::new(2).expect("hasher") };
-        Self { router: app::router(state, &options), db, name, admin }
+        let options_db = admin.clone().database(&name);
+        let reads = Reads::new(options_db.clone(), 5);
+        let state =
+            AppState { db: db.clone(), reads: reads.clone(), jwt, hasher: PasswordHasher::new(2).expect("hasher") };
+        Self { router: app::router(state, &options), db, reads, options: options_db, name, admin }
     }
 
     /// Sends one request through the router.

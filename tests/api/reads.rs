@@ -1,0 +1,170 @@
+//! The pool of the one-statement reads (`db::Reads`): which connections it lends
+//! again and which it closes.
+
+use std::time::Duration;
+
+use conduit::db::Reads;
+use sqlx::PgConnection;
+
+use crate::support::TestApp;
+
+async fn backend_pid(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
+}
+
+/// One read on a lease from `reads`: the backend that served it.
+async fn read_pid(reads: &Reads) -> i32 {
+    let mut conn = reads.acquire().await.expect("a connection");
+    let pid = backend_pid(&mut conn).await;
+    conn.release(pid).expect("read the backend pid")
+}
+
+async fn terminate(app: &TestApp, pid: i32) {
+    let ended: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&app.db).await.expect("terminate");
+    assert!(ended, "backend {pid} was terminated");
+}
+
+#[tokio::test]
+async fn a_released_connection_serves_the_next_read() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+    assert_eq!(reads.idle_count(), 1);
+    assert_eq!(read_pid(&reads).await, first);
+}
+
+#[tokio::test]
+async fn a_read_postgres_refused_keeps_its_connection() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+
+    let mut conn = reads.acquire().await.expect("a connection");
+    let failed = sqlx::query_scalar::<_, i32>("SELECT 1 / 0").fetch_one(&mut *conn).await;
+    let err = conn.release(failed).expect_err("division by zero");
+    assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("22012"));
+
+    assert_eq!(reads.idle_count(), 1);
+    assert_eq!(read_pid(&reads).await, first);
+}
+
+#[tokio::test]
+async fn a_lease_dropped_mid_read_closes_its_connection_instead_of_lending_it_again() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+
+    // A handler cancelled while its statement runs (the client left, or the
+    // request timed out) drops its lease with the reply still to come.
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), async {
+        let mut conn = reads.acquire().await.expect("a connection");
+        let slept = sqlx::query("SELECT pg_sleep(3)").execute(&mut *conn).await;
+        conn.release(slept)
+    })
+    .await;
+    assert!(cancelled.is_err(), "the read was cut short");
+
+    assert_eq!(reads.idle_count(), 0);
+    assert_ne!(read_pid(&reads).await, first, "a new connection, not the one left mid-statement");
+}
+
+#[tokio::test]
+async fn a_connection_ended_by_postgres_fails_one_read_and_is_then_replaced() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+    terminate(&app, first).await;
+
+    // Reused at once, it is not pinged: the read finds it closed.
+    let mut conn = reads.acquire().await.expect("a connection");
+    let pid = backend_pid(&mut conn).await;
+    assert!(conn.release(pid).is_err(), "the read on the ended session fails");
+    assert_eq!(reads.idle_count(), 0, "the ended connection is not kept");
+
+    assert_ne!(read_pid(&reads).await, first);
+}
+
+#[tokio::test]
+async fn a_connection_that_died_while_idle_is_replaced_before_it_is_lent() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+    terminate(&app, first).await;
+    // Idle for a second or more, a connection is pinged before it is lent.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let second = read_pid(&reads).await;
+    assert_ne!(second, first);
+    assert_eq!(read_pid(&reads).await, second);
+}
+
+#[tokio::test]
+async fn concurrent_reads_share_at_most_the_configured_connections() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let mut reading = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let reads = reads.clone();
+        reading.spawn(async move {
+            let mut conn = reads.acquire().await.expect("a connection");
+            let pid =
+                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid() FROM pg_sleep(0.05)").fetch_one(&mut *conn).await;
+            conn.release(pid).expect("a read")
+        });
+    }
+    let pids = reading.join_all().await;
+    let distinct: std::collections::HashSet<i32> = pids.into_iter().collect();
+    assert!(distinct.len() <= 2, "{} connections for a pool of 2", distinct.len());
+    assert_eq!(reads.idle_count(), distinct.len());
+}
+
+#[tokio::test]
+async fn a_closed_pool_closes_its_idle_connections_and_lends_no_more() {
+    let app = TestApp::new().await;
+    let reads = Reads::new(app.options.clone(), 2);
+    let first = read_pid(&reads).await;
+    reads.close().await;
+    assert_eq!(reads.idle_count(), 0);
+    assert!(matches!(reads.acquire().await, Err(sqlx::Error::PoolClosed)));
+
+    // The backend exits once it has read the connection's goodbye.
+    let mut open = 1;
+    for _ in 0..100 {
+        open = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(first)
+            .fetch_one(&app.db)
+            .await
+            .expect("count backends");
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, 0, "the idle connection was closed");
+}
+
+#[tokio::test]
+async fn every_read_endpoint_gives_its_connection_back_even_when_it_finds_nothing() {
+    let app = TestApp::new().await;
+    let token = app.register("reader").await;
+    let slug = app.create_article(&token, "Read me", &["pools"]).await;
+    let paths = [
+        "/api/tags".to_owned(),
+        "/api/articles?limit=20".to_owned(),
+        "/api/articles/feed".to_owned(),
+        format!("/api/articles/{slug}"),
+        format!("/api/articles/{slug}/comments"),
+        "/api/profiles/reader".to_owned(),
+        "/api/user".to_owned(),
+        "/api/articles/no-such-article".to_owned(),
+        "/api/articles/no-such-article/comments".to_owned(),
+        "/api/profiles/nobody".to_owned(),
+    ];
+    for path in paths {
+        let response = app.get(&path, Some(&token)).await;
+        assert!(response.status.is_success() || response.status == 404, "{path}: {}", response.text);
+        // Reads one after another need one connection, lent and given back each time.
+        assert_eq!(app.reads.idle_count(), 1, "after {path}");
+    }
+}
