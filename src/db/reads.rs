@@ -4,17 +4,20 @@
 //! sqlx-core 0.9, not configurable), in case a cancelled future left it
 //! mid-query. For a read that is one statement, that ping is a third of the
 //! request's trips to PostgreSQL, and each trip wakes two processes on the cores
-//! the server shares with PostgreSQL. This pool makes the ping unnecessary
-//! instead: a connection comes back only through [`Lease::release`], after a
-//! read that ran to completion. A lease dropped without it (the handler's future
-//! was cancelled because the client left or the request timed out) closes its
-//! connection, so none returns in an unknown state.
+//! the server shares with PostgreSQL. Here a read that ran to completion hands
+//! its connection back through [`Lease::release`], with no trip at all.
+//!
+//! Only a lease dropped without it (the handler's future was cancelled: the
+//! client left, or the request timed out) pays for the ping, in a task of its
+//! own: the ping waits for the abandoned statement to finish, then the connection
+//! is pooled again, or closed if it does not answer within [`RECOVER_TIMEOUT`].
+//! The lease's slot stays taken meanwhile, so abandoned statements cannot pile
+//! up beyond the pool's size.
 //!
 //! Like the write pool ([`super::connect`]), a connection idle for a second or
 //! more is pinged before it is lent again; one that breaks while in steady use
-//! fails the read that holds it, and is then replaced.
-//!
-//! Writes keep sqlx's pool: they run several statements in a transaction.
+//! fails the read that holds it, and is then replaced. Writes keep sqlx's pool:
+//! they run several statements in a transaction.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -35,6 +38,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection idle this long is pinged before it is lent again.
 const PING_AFTER: Duration = Duration::from_secs(1);
 
+/// How long an abandoned connection may take to finish its statement and answer.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// At most `max_connections` connections, opened on first need and kept open.
 #[derive(Debug, Clone)]
 pub struct Reads(Arc<Inner>);
@@ -45,16 +51,17 @@ struct Inner {
     /// One permit per connection that may be open; a lease holds one.
     permits: Arc<Semaphore>,
     /// Connections between reads, with the time they came back; the most
-    /// recently used last.
+    /// recently used last. Empty for good once the pool is closed.
     idle: Mutex<Vec<(PgConnection, Instant)>>,
 }
 
 /// A connection lent for one read. Hand it back with [`Lease::release`].
 #[derive(Debug)]
 pub struct Lease {
-    conn: PgConnection,
+    /// `Some` until the lease ends.
+    conn: Option<PgConnection>,
     pool: Reads,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Reads {
@@ -77,18 +84,18 @@ impl Reads {
                 Some((conn, since)) if since.elapsed() < PING_AFTER => conn,
                 Some((mut conn, _)) => match conn.ping().await {
                     Ok(()) => conn,
-                    Err(_) => PgConnection::connect_with(&self.0.options).await?,
+                    Err(_) => self.connect().await?,
                 },
-                None => PgConnection::connect_with(&self.0.options).await?,
+                None => self.connect().await?,
             };
-            Ok(Lease { conn, pool: self.clone(), permit })
+            Ok(Lease { conn: Some(conn), pool: self.clone(), permit: Some(permit) })
         })
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
     /// Refuses further reads and closes the idle connections; a lease still out
-    /// closes its connection when it ends.
+    /// drops its connection when it ends.
     pub async fn close(&self) {
         self.0.permits.close();
         let idle = std::mem::take(&mut *self.idle());
@@ -100,6 +107,31 @@ impl Reads {
     /// How many connections wait in the pool between reads.
     pub fn idle_count(&self) -> usize {
         self.idle().len()
+    }
+
+    /// A new connection, retried while PostgreSQL refuses it for a passing
+    /// reason (not listening yet, starting up, out of connection slots), as
+    /// sqlx's pool does; the caller's timeout bounds the retries.
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match PgConnection::connect_with(&self.0.options).await {
+                Err(err) if is_passing(&err) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                connected => return connected,
+            }
+        }
+    }
+
+    /// Pools `conn` again, unless the pool has been closed. Checked under the
+    /// lock, so that `close` cannot miss a connection pushed as it runs.
+    fn put_back(&self, conn: PgConnection) {
+        let mut idle = self.idle();
+        if !self.0.permits.is_closed() {
+            idle.push((conn, Instant::now()));
+        }
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<(PgConnection, Instant)>> {
@@ -114,7 +146,7 @@ impl Lease {
     /// it succeeded, found no row, or PostgreSQL refused the statement. After any
     /// other error (I/O, protocol, decoding: a reply may be half read) or a FATAL
     /// one (the session is over), it is closed.
-    pub fn release<T>(self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    pub fn release<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         let clean = match &result {
             Ok(_) | Err(sqlx::Error::RowNotFound) => true,
             Err(sqlx::Error::Database(db)) => !db
@@ -122,13 +154,31 @@ impl Lease {
                 .is_some_and(|db| matches!(db.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
             Err(_) => false,
         };
-        let Self { conn, pool, permit } = self;
-        if clean && !pool.0.permits.is_closed() {
-            pool.idle().push((conn, Instant::now()));
+        if let Some(conn) = self.conn.take().filter(|_| clean) {
+            self.pool.put_back(conn);
         }
-        // Only now may the next read take the slot, and find the connection idle.
-        drop(permit);
+        // `self` drops here with its permit: only now may the next read take the
+        // slot, and find the connection idle.
         result
+    }
+}
+
+impl Drop for Lease {
+    /// A lease that was not released was cancelled mid-read: its connection may
+    /// still be running the statement, or hold part of its reply.
+    fn drop(&mut self) {
+        let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else { return };
+        let pool = self.pool.clone();
+        // Outside a runtime (the process is ending), the connection just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // sqlx reads past the abandoned reply before it pings.
+                if let Ok(Ok(())) = tokio::time::timeout(RECOVER_TIMEOUT, conn.ping()).await {
+                    pool.put_back(conn);
+                }
+                drop(permit);
+            });
+        }
     }
 }
 
@@ -136,12 +186,22 @@ impl Deref for Lease {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        self.conn.as_ref().expect("a lease holds its connection until it ends")
     }
 }
 
 impl DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        self.conn.as_mut().expect("a lease holds its connection until it ends")
+    }
+}
+
+/// A connection refused for a reason that passes: nothing listening yet (I/O),
+/// 57P03 (the server is starting up) or 53300 (no connection slot free).
+fn is_passing(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
     }
 }

@@ -1,7 +1,7 @@
 //! The pool of the one-statement reads (`db::Reads`): which connections it lends
 //! again and which it closes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conduit::db::Reads;
 use sqlx::PgConnection;
@@ -50,38 +50,53 @@ async fn a_read_postgres_refused_keeps_its_connection() {
 }
 
 #[tokio::test]
-async fn a_lease_dropped_mid_read_closes_its_connection_instead_of_lending_it_again() {
+async fn a_lease_dropped_mid_read_keeps_its_slot_until_the_statement_is_done_then_serves_again() {
     let app = TestApp::new().await;
-    let reads = Reads::new(app.options.clone(), 2);
+    let reads = Reads::new(app.options.clone(), 1);
     let first = read_pid(&reads).await;
 
     // A handler cancelled while its statement runs (the client left, or the
     // request timed out) drops its lease with the reply still to come.
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), async {
+    let started = Instant::now();
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), async {
         let mut conn = reads.acquire().await.expect("a connection");
-        let slept = sqlx::query("SELECT pg_sleep(3)").execute(&mut *conn).await;
+        let slept = sqlx::query("SELECT pg_sleep(1)").execute(&mut *conn).await;
         conn.release(slept)
     })
     .await;
     assert!(cancelled.is_err(), "the read was cut short");
 
-    assert_eq!(reads.idle_count(), 0);
-    assert_ne!(read_pid(&reads).await, first, "a new connection, not the one left mid-statement");
+    // The pool's one slot is taken until PostgreSQL has finished the abandoned
+    // statement; then the same connection, read past that reply, serves again.
+    assert_eq!(read_pid(&reads).await, first);
+    assert!(started.elapsed() >= Duration::from_millis(900), "the next read waited for the statement");
 }
 
 #[tokio::test]
-async fn a_connection_ended_by_postgres_fails_one_read_and_is_then_replaced() {
+async fn a_connection_postgres_ended_mid_statement_is_not_lent_again() {
     let app = TestApp::new().await;
     let reads = Reads::new(app.options.clone(), 2);
     let first = read_pid(&reads).await;
-    terminate(&app, first).await;
 
-    // Reused at once, it is not pinged: the read finds it closed.
     let mut conn = reads.acquire().await.expect("a connection");
-    let pid = backend_pid(&mut conn).await;
-    assert!(conn.release(pid).is_err(), "the read on the ended session fails");
-    assert_eq!(reads.idle_count(), 0, "the ended connection is not kept");
+    let (slept, ()) = tokio::join!(sqlx::query("SELECT pg_sleep(5)").execute(&mut *conn), async {
+        // Terminated once it is running the statement, the backend answers FATAL.
+        while !sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep(5)%')",
+        )
+        .bind(first)
+        .fetch_one(&app.db)
+        .await
+        .expect("look for the statement")
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        terminate(&app, first).await;
+    });
+    let err = conn.release(slept).expect_err("the session was ended");
+    assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("57P01"), "{err}");
 
+    assert_eq!(reads.idle_count(), 0, "the ended connection is not kept");
     assert_ne!(read_pid(&reads).await, first);
 }
 
