@@ -72,9 +72,9 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = config.request_timeout + std::time::Duration::from_secs(5);
     serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")?;
+    reads.close().await;
     // A connection still held by a request abandoned at the end of the grace
     // period would make `close` wait forever: bound it, the process is exiting.
-    reads.close().await;
     if tokio::time::timeout(std::time::Duration::from_secs(5), db.close()).await.is_err() {
         tracing::warn!("database connections still in use after 5 s; exiting without waiting for them");
     }
