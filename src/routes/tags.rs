@@ -1,12 +1,13 @@
 //! `GET /api/tags`.
 
+use axum::extract::State;
+use serde::Serialize;
+
 use crate::{
     db::{self, Reads},
     error::Result,
     extract::Json,
 };
-use axum::extract::State;
-use serde::Serialize;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TagsResponse {
