@@ -16,12 +16,17 @@
 //!
 //! Like the write pool ([`super::connect`]), a connection idle for a second or
 //! more is pinged before it is lent again; one that breaks while in steady use
-//! fails the read that holds it, and is then replaced. Writes keep sqlx's pool:
+//! fails the read that holds it, and is then replaced. Also like it (sqlx's
+//! defaults), connections do not live for ever: one idle for [`IDLE_TIMEOUT`] is
+//! closed, so that a quiet server gives its backends back to PostgreSQL, and one
+//! open for [`MAX_LIFETIME`] is closed when it comes back or while it waits, so
+//! that a backend's caches cannot grow without end and a server moved behind
+//! the same address (a failover) is reached again. Writes keep sqlx's pool:
 //! they run several statements in a transaction.
 
 use std::{
     ops::{Deref, DerefMut},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, Instant},
 };
 
@@ -41,7 +46,17 @@ const PING_AFTER: Duration = Duration::from_secs(1);
 /// How long an abandoned connection may take to finish its statement and answer.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// At most `max_connections` connections, opened on first need and kept open.
+/// A connection idle this long is closed (sqlx's default, as in the write pool).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// A connection open this long is closed once no read holds it (sqlx's default).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// How long closing a connection (the Terminate message) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most `max_connections` connections, opened on first need and closed when
+/// idle for [`IDLE_TIMEOUT`] or open for [`MAX_LIFETIME`].
 #[derive(Debug, Clone)]
 pub struct Reads(Arc<Inner>);
 
@@ -50,9 +65,18 @@ struct Inner {
     options: PgConnectOptions,
     /// One permit per connection that may be open; a lease holds one.
     permits: Arc<Semaphore>,
-    /// Connections between reads, with the time they came back; the most
+    /// Connections between reads, in the order they came back: the most
     /// recently used last. Empty for good once the pool is closed.
-    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout: Duration,
+    max_lifetime: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: PgConnection,
+    opened: Instant,
+    since: Instant,
 }
 
 /// A connection lent for one read. Hand it back with [`Lease::release`].
@@ -60,18 +84,38 @@ struct Inner {
 pub struct Lease {
     /// `Some` until the lease ends.
     conn: Option<PgConnection>,
+    opened: Instant,
     pool: Reads,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Reads {
-    /// A pool that opens no connection until the first read.
+    /// A pool that opens no connection until the first read, with sqlx's
+    /// [`IDLE_TIMEOUT`] and [`MAX_LIFETIME`].
     pub fn new(options: PgConnectOptions, max_connections: u32) -> Self {
-        Self(Arc::new(Inner {
+        Self::with_lifetimes(options, max_connections, IDLE_TIMEOUT, MAX_LIFETIME)
+    }
+
+    /// A pool whose connections are closed when idle for `idle_timeout` or open
+    /// for `max_lifetime`. Made in a Tokio runtime, it starts a task that closes
+    /// the idle ones that have expired; the task ends with the pool.
+    pub fn with_lifetimes(
+        options: PgConnectOptions,
+        max_connections: u32,
+        idle_timeout: Duration,
+        max_lifetime: Duration,
+    ) -> Self {
+        let inner = Arc::new(Inner {
             options: super::session_options(options),
             permits: Arc::new(Semaphore::new(max_connections as usize)),
             idle: Mutex::new(Vec::new()),
-        }))
+            idle_timeout,
+            max_lifetime,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap(Arc::downgrade(&inner), idle_timeout.min(max_lifetime) / 4));
+        }
+        Self(inner)
     }
 
     /// A connection for one read: an idle one if there is, else a new one.
@@ -79,16 +123,16 @@ impl Reads {
         tokio::time::timeout(ACQUIRE_TIMEOUT, async {
             let permit = self.0.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
             // Bound first: the guard must not be held across the ping.
-            let reused = self.idle().pop();
-            let conn = match reused {
-                Some((conn, since)) if since.elapsed() < PING_AFTER => conn,
-                Some((mut conn, _)) => match conn.ping().await {
-                    Ok(()) => conn,
-                    Err(_) => self.connect().await?,
+            let reused = self.0.idle().pop();
+            let (conn, opened) = match reused {
+                Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened),
+                Some(mut idle) => match idle.conn.ping().await {
+                    Ok(()) => (idle.conn, idle.opened),
+                    Err(_) => (self.connect().await?, Instant::now()),
                 },
-                None => self.connect().await?,
+                None => (self.connect().await?, Instant::now()),
             };
-            Ok(Lease { conn: Some(conn), pool: self.clone(), permit: Some(permit) })
+            Ok(Lease { conn: Some(conn), opened, pool: self.clone(), permit: Some(permit) })
         })
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
@@ -98,15 +142,13 @@ impl Reads {
     /// drops its connection when it ends.
     pub async fn close(&self) {
         self.0.permits.close();
-        let idle = std::mem::take(&mut *self.idle());
-        for (conn, _) in idle {
-            let _ = conn.close().await;
-        }
+        let idle = std::mem::take(&mut *self.0.idle());
+        close_all(idle.into_iter().map(|idle| idle.conn)).await;
     }
 
     /// How many connections wait in the pool between reads.
     pub fn idle_count(&self) -> usize {
-        self.idle().len()
+        self.0.idle().len()
     }
 
     /// A new connection, retried while PostgreSQL refuses it for a passing
@@ -125,18 +167,63 @@ impl Reads {
         }
     }
 
-    /// Pools `conn` again, unless the pool has been closed. Checked under the
-    /// lock, so that `close` cannot miss a connection pushed as it runs.
-    fn put_back(&self, conn: PgConnection) {
-        let mut idle = self.idle();
+    /// Pools `conn` again, unless it has lived its time or the pool has been
+    /// closed. The latter is checked under the lock, so that `close` cannot miss
+    /// a connection pushed as it runs.
+    fn put_back(&self, conn: PgConnection, opened: Instant) {
+        if opened.elapsed() >= self.0.max_lifetime {
+            retire(conn);
+            return;
+        }
+        let mut idle = self.0.idle();
         if !self.0.permits.is_closed() {
-            idle.push((conn, Instant::now()));
+            idle.push(Idle { conn, opened, since: Instant::now() });
         }
     }
+}
 
-    fn idle(&self) -> MutexGuard<'_, Vec<(PgConnection, Instant)>> {
+impl Inner {
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
         // The vector is whole between any two statements: a panic cannot corrupt it.
-        self.0.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes out the idle connections that have expired.
+    fn take_expired(&self) -> Vec<PgConnection> {
+        let expired =
+            |idle: &mut Idle| idle.since.elapsed() >= self.idle_timeout || idle.opened.elapsed() >= self.max_lifetime;
+        self.idle().extract_if(.., expired).map(|idle| idle.conn).collect()
+    }
+}
+
+/// Every `period`, closes the pool's expired idle connections, until the pool
+/// is closed or gone.
+async fn reap(pool: Weak<Inner>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let expired = match pool.upgrade() {
+            Some(inner) if !inner.permits.is_closed() => inner.take_expired(),
+            _ => return,
+        };
+        close_all(expired).await;
+    }
+}
+
+/// Closes `conns` politely (a Terminate message, so that PostgreSQL logs no
+/// lost client), each within [`CLOSE_TIMEOUT`].
+async fn close_all(conns: impl IntoIterator<Item = PgConnection>) {
+    for conn in conns {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+    }
+}
+
+/// Closes `conn` in a task of its own, off the read's path; outside a runtime
+/// (the process is ending) it is just dropped.
+fn retire(conn: PgConnection) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(close_all([conn]));
     }
 }
 
@@ -155,7 +242,7 @@ impl Lease {
             Err(_) => false,
         };
         if let Some(conn) = self.conn.take().filter(|_| clean) {
-            self.pool.put_back(conn);
+            self.pool.put_back(conn, self.opened);
         }
         // `self` drops here with its permit: only now may the next read take the
         // slot, and find the connection idle.
@@ -168,13 +255,13 @@ impl Drop for Lease {
     /// still be running the statement, or hold part of its reply.
     fn drop(&mut self) {
         let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else { return };
-        let pool = self.pool.clone();
+        let (pool, opened) = (self.pool.clone(), self.opened);
         // Outside a runtime (the process is ending), the connection just closes.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 // sqlx reads past the abandoned reply before it pings.
                 if let Ok(Ok(())) = tokio::time::timeout(RECOVER_TIMEOUT, conn.ping()).await {
-                    pool.put_back(conn);
+                    pool.put_back(conn, opened);
                 }
                 drop(permit);
             });

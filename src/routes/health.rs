@@ -4,7 +4,7 @@ use axum::{extract::State, http::StatusCode};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::extract::Json;
+use crate::{db::Reads, extract::Json};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -17,13 +17,20 @@ pub async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database answers; 503 otherwise.
+/// Both pools reach the database: the one for writes and the one for
+/// one-statement reads (most requests); 503 otherwise.
 #[utoipa::path(get, path = "/health/ready", tag = "Health", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "The database does not answer", body = Health),
 ))]
-pub async fn ready(State(db): State<PgPool>) -> (StatusCode, Json<Health>) {
-    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query!("SELECT 1 AS one").fetch_one(&db));
+pub async fn ready(State(db): State<PgPool>, State(reads): State<Reads>) -> (StatusCode, Json<Health>) {
+    let writes = async { sqlx::query!("SELECT 1 AS one").fetch_one(&db).await.map(drop) };
+    let reads = async {
+        let mut conn = reads.acquire().await?;
+        let probed = sqlx::query!("SELECT 1 AS one").fetch_one(&mut *conn).await.map(drop);
+        conn.release(probed)
+    };
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), async { tokio::try_join!(writes, reads) });
     match probe.await {
         Ok(Ok(_)) => (StatusCode::OK, Json(Health { status: "ok" })),
         Ok(Err(err)) => {

@@ -201,6 +201,16 @@ async fn health_endpoints_report_live_and_ready() {
 }
 
 #[tokio::test]
+async fn readiness_fails_when_the_pool_of_reads_cannot_lend_a_connection() {
+    let app = TestApp::new().await;
+    app.reads.close().await;
+    let response = app.get("/health/ready", None).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{}", response.text);
+    assert_eq!(response.body, json!({"status": "database unavailable"}));
+    assert_eq!(app.get("/health/live", None).await.status, StatusCode::OK, "the process itself is alive");
+}
+
+#[tokio::test]
 async fn json_responses_say_utf8() {
     let app = TestApp::new().await;
     let ok = app.get("/api/tags", None).await;

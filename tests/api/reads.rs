@@ -19,6 +19,23 @@ async fn read_pid(reads: &Reads) -> i32 {
     conn.release(pid).expect("read the backend pid")
 }
 
+/// Whether backend `pid` exits within 3 s: a closed connection's backend ends once
+/// it has read the goodbye.
+async fn backend_ends(app: &TestApp, pid: i32) -> bool {
+    for _ in 0..150 {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .expect("count backends");
+        if open == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 async fn terminate(app: &TestApp, pid: i32) {
     let ended: bool =
         sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&app.db).await.expect("terminate");
@@ -143,20 +160,41 @@ async fn a_closed_pool_closes_its_idle_connections_and_lends_no_more() {
     assert_eq!(reads.idle_count(), 0);
     assert!(matches!(reads.acquire().await, Err(sqlx::Error::PoolClosed)));
 
-    // The backend exits once it has read the connection's goodbye.
-    let mut open = 1;
-    for _ in 0..100 {
-        open = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-            .bind(first)
-            .fetch_one(&app.db)
-            .await
-            .expect("count backends");
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(open, 0, "the idle connection was closed");
+    assert!(backend_ends(&app, first).await, "the idle connection was closed");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let app = TestApp::new().await;
+    let reads = Reads::with_lifetimes(app.options.clone(), 2, Duration::from_millis(200), Duration::from_secs(3600));
+    let first = read_pid(&reads).await;
+    assert_eq!(reads.idle_count(), 1);
+
+    // Nothing reads: the pool's own task closes the connection.
+    assert!(backend_ends(&app, first).await, "the idle connection was closed");
+    assert_eq!(reads.idle_count(), 0);
+    assert_ne!(read_pid(&reads).await, first, "the next read opened a connection");
+}
+
+#[tokio::test]
+async fn a_connection_past_its_lifetime_is_closed_when_it_comes_back_and_while_it_waits() {
+    let app = TestApp::new().await;
+    let lifetime = Duration::from_millis(300);
+    let reads = Reads::with_lifetimes(app.options.clone(), 2, Duration::from_secs(3600), lifetime);
+
+    // A read that ends after the lifetime: its connection is not pooled again.
+    let mut conn = reads.acquire().await.expect("a connection");
+    let first = backend_pid(&mut conn).await;
+    tokio::time::sleep(lifetime).await;
+    let first = conn.release(first).expect("read the backend pid");
+    assert_eq!(reads.idle_count(), 0);
+    assert!(backend_ends(&app, first).await, "the old connection was closed");
+
+    // A connection that outlives it while idle is closed there.
+    let second = read_pid(&reads).await;
+    assert_ne!(second, first);
+    assert!(backend_ends(&app, second).await, "the idle connection was closed at the end of its lifetime");
+    assert_eq!(reads.idle_count(), 0);
 }
 
 #[tokio::test]
