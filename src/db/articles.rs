@@ -86,13 +86,23 @@ struct ListRow {
 /// are the caller's; the projection is shared. Every statement binds `$1` viewer, `$2` limit, `$3` offset, then
 /// its filters from `$4`.
 ///
-/// The articles of the page are read in a `LATERAL ... OFFSET 0` subquery, which
+/// `following` is the SQL of the page's authors' `following` flag: the
+/// viewer's follows, probed per row, unless the caller knows the answer (the
+/// feed lists followed authors only). The articles of the page are read in a
+/// `LATERAL ... OFFSET 0` subquery, which
 /// PostgreSQL cannot flatten into a join: a cached generic plan does not know the
 /// limit, assumes a tenth of the table, and would otherwise hash-join the whole
 /// articles table to a 20-row page. The total row is joined to the page so that
 /// an offset past the end still reports it.
 macro_rules! list_statement {
     ($with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
+        list_statement!(
+            following: "$1::bigint IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM follows fo WHERE fo.follower_id = $1 AND fo.followee_id = u.id)",
+            $with, $total, $($arg),+
+        )
+    };
+    (following: $following:literal, $with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
         sqlx::query_as!(
             ListRow,
             "WITH " + $with + ", total AS (SELECT (" + $total + ") AS n) " +
@@ -109,9 +119,7 @@ macro_rules! list_statement {
                    SELECT a.slug, a.title, a.description, a.tag_list, a.created_at, a.updated_at,
                           $1::bigint IS NOT NULL AND EXISTS (
                               SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $1) AS favorited,
-                          a.favorites_count, u.username, u.bio, u.image,
-                          $1::bigint IS NOT NULL AND EXISTS (
-                              SELECT 1 FROM follows fo WHERE fo.follower_id = $1 AND fo.followee_id = u.id) AS following
+                          a.favorites_count, u.username, u.bio, u.image, "# + $following + r#" AS following
                    FROM articles a JOIN users u ON u.id = a.author_id
                    WHERE a.id = p.id
                    OFFSET 0
@@ -142,6 +150,8 @@ pub async fn list(
         match *query {
             ListQuery { feed: true, .. } => {
                 list_statement!(
+                    // The page's authors are the followed ones, in the statement's one snapshot.
+                    following: "true",
                     "page AS (SELECT a.id, a.created_at FROM follows fo
                  CROSS JOIN LATERAL (SELECT id, created_at FROM articles WHERE author_id = fo.followee_id
                                      ORDER BY created_at DESC, id DESC LIMIT $2::bigint + $3::bigint) a
