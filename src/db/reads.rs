@@ -113,7 +113,9 @@ impl Reads {
             max_lifetime,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(reap(Arc::downgrade(&inner), idle_timeout.min(max_lifetime) / 4));
+            // A zero period would panic in `interval`.
+            let period = (idle_timeout.min(max_lifetime) / 4).max(Duration::from_millis(1));
+            runtime.spawn(reap(Arc::downgrade(&inner), period));
         }
         Self(inner)
     }

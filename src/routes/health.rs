@@ -24,13 +24,14 @@ pub async fn live() -> Json<Health> {
     (status = 503, description = "The database does not answer", body = Health),
 ))]
 pub async fn ready(State(db): State<PgPool>, State(reads): State<Reads>) -> (StatusCode, Json<Health>) {
-    let writes = async { sqlx::query!("SELECT 1 AS one").fetch_one(&db).await.map(drop) };
-    let reads = async {
+    let write_probe = async { sqlx::query!("SELECT 1 AS one").fetch_one(&db).await.map(drop) };
+    let read_probe = async {
         let mut conn = reads.acquire().await?;
         let probed = sqlx::query!("SELECT 1 AS one").fetch_one(&mut *conn).await.map(drop);
         conn.release(probed)
     };
-    let probe = tokio::time::timeout(std::time::Duration::from_secs(2), async { tokio::try_join!(writes, reads) });
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_secs(2), async { tokio::try_join!(write_probe, read_probe) });
     match probe.await {
         Ok(Ok(_)) => (StatusCode::OK, Json(Health { status: "ok" })),
         Ok(Err(err)) => {
