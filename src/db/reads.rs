@@ -34,7 +34,7 @@ use sqlx::{
     Connection as _, PgConnection,
     postgres::{PgConnectOptions, PgDatabaseError, PgSeverity},
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// How long a read waits for a connection (a free slot and, if need be, a new
 /// connection) before it fails with [`sqlx::Error::PoolTimedOut`].
@@ -98,7 +98,8 @@ impl Reads {
 
     /// A pool whose connections are closed when idle for `idle_timeout` or open
     /// for `max_lifetime`. Made in a Tokio runtime, it starts a task that closes
-    /// the idle ones that have expired; the task ends with the pool.
+    /// the idle ones that have expired; the task ends at its first tick after the
+    /// pool is closed or dropped.
     pub fn with_lifetimes(
         options: PgConnectOptions,
         max_connections: u32,
@@ -124,20 +125,37 @@ impl Reads {
     pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
         tokio::time::timeout(ACQUIRE_TIMEOUT, async {
             let permit = self.0.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
-            // Bound first: the guard must not be held across the ping.
-            let reused = self.0.idle().pop();
-            let (conn, opened) = match reused {
-                Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened),
-                Some(mut idle) => match idle.conn.ping().await {
-                    Ok(()) => (idle.conn, idle.opened),
-                    Err(_) => (self.connect().await?, Instant::now()),
-                },
-                None => (self.connect().await?, Instant::now()),
-            };
-            Ok(Lease { conn: Some(conn), opened, pool: self.clone(), permit: Some(permit) })
+            self.lend(permit).await
         })
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    /// A connection for one read if a slot is free now; `None` when every
+    /// connection the pool may open is lent. For probes that must not queue
+    /// behind reads.
+    pub async fn try_acquire(&self) -> Option<Result<Lease, sqlx::Error>> {
+        let permit = match self.0.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return None,
+            Err(TryAcquireError::Closed) => return Some(Err(sqlx::Error::PoolClosed)),
+        };
+        Some(tokio::time::timeout(ACQUIRE_TIMEOUT, self.lend(permit)).await.unwrap_or(Err(sqlx::Error::PoolTimedOut)))
+    }
+
+    /// A lease on the slot `permit` holds: an idle connection if there is, else a new one.
+    async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, sqlx::Error> {
+        // Bound first: the guard must not be held across the ping.
+        let reused = self.0.idle().pop();
+        let (conn, opened) = match reused {
+            Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened),
+            Some(mut idle) => match idle.conn.ping().await {
+                Ok(()) => (idle.conn, idle.opened),
+                Err(_) => (self.connect().await?, Instant::now()),
+            },
+            None => (self.connect().await?, Instant::now()),
+        };
+        Ok(Lease { conn: Some(conn), opened, pool: self.clone(), permit: Some(permit) })
     }
 
     /// Refuses further reads and closes the idle connections; a lease still out

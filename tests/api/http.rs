@@ -211,6 +211,20 @@ async fn readiness_fails_when_the_pool_of_reads_cannot_lend_a_connection() {
 }
 
 #[tokio::test]
+async fn readiness_does_not_wait_behind_reads_that_hold_every_connection() {
+    let app = TestApp::new().await;
+    let mut held = Vec::new();
+    while let Some(lease) = app.reads.try_acquire().await {
+        held.push(lease.expect("a connection"));
+    }
+    assert!(!held.is_empty());
+    let started = std::time::Instant::now();
+    let response = app.get("/health/ready", None).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "answered without waiting for a connection");
+}
+
+#[tokio::test]
 async fn json_responses_say_utf8() {
     let app = TestApp::new().await;
     let ok = app.get("/api/tags", None).await;
