@@ -21,7 +21,8 @@
 //! closed, so that a quiet server gives its backends back to PostgreSQL, and one
 //! open for [`MAX_LIFETIME`] is closed when it comes back or while it waits, so
 //! that a backend's caches cannot grow without end and a server moved behind
-//! the same address (a failover) is reached again. Writes keep sqlx's pool:
+//! the same address (a failover) is reached again. An expired connection is not
+//! lent again, even before the pool's task has closed it. Writes keep sqlx's pool:
 //! they run several statements in a transaction.
 
 use std::{
@@ -145,8 +146,15 @@ impl Reads {
 
     /// A lease on the slot `permit` holds: an idle connection if there is, else a new one.
     async fn lend(&self, permit: OwnedSemaphorePermit) -> Result<Lease, sqlx::Error> {
-        // Bound first: the guard must not be held across the ping.
-        let reused = self.0.idle().pop();
+        // Bound first: the guard must not be held across the ping. A connection
+        // that expired since the reaper's last tick is closed, not lent.
+        let reused = loop {
+            let idle = self.0.idle().pop();
+            match idle {
+                Some(idle) if self.0.expired(&idle) => retire(idle.conn),
+                idle => break idle,
+            }
+        };
         let (conn, opened) = match reused {
             Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened),
             Some(mut idle) => match idle.conn.ping().await {
@@ -208,11 +216,14 @@ impl Inner {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `idle` has waited its idle timeout or lived its lifetime.
+    fn expired(&self, idle: &Idle) -> bool {
+        idle.since.elapsed() >= self.idle_timeout || idle.opened.elapsed() >= self.max_lifetime
+    }
+
     /// Takes out the idle connections that have expired.
     fn take_expired(&self) -> Vec<PgConnection> {
-        let expired =
-            |idle: &mut Idle| idle.since.elapsed() >= self.idle_timeout || idle.opened.elapsed() >= self.max_lifetime;
-        self.idle().extract_if(.., expired).map(|idle| idle.conn).collect()
+        self.idle().extract_if(.., |idle| self.expired(idle)).map(|idle| idle.conn).collect()
     }
 }
 

@@ -177,6 +177,24 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn an_expired_idle_connection_is_not_lent_even_before_the_pool_task_closes_it() {
+    let app = TestApp::new().await;
+    let idle_timeout = Duration::from_millis(200);
+    // Made outside a runtime, the pool has no task of its own: only `acquire`
+    // can keep the expired connection from being lent.
+    let options = app.options.clone();
+    let reads = std::thread::spawn(move || Reads::with_lifetimes(options, 2, idle_timeout, Duration::from_secs(3600)))
+        .join()
+        .expect("make the pool");
+    let first = read_pid(&reads).await;
+    tokio::time::sleep(idle_timeout).await;
+
+    assert_eq!(reads.idle_count(), 1, "no task closed it");
+    assert_ne!(read_pid(&reads).await, first, "the next read opened a connection");
+    assert!(backend_ends(&app, first).await, "the expired connection was closed");
+}
+
+#[tokio::test]
 async fn a_connection_past_its_lifetime_is_closed_when_it_comes_back_and_while_it_waits() {
     let app = TestApp::new().await;
     let lifetime = Duration::from_millis(300);
