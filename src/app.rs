@@ -6,7 +6,6 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, FromRef, MatchedPath, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -135,7 +134,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id))
         // Outside the error and timeout layers, so browsers can read those answers too.
         .layer(cors(&options.cors_origins))
-        .layer(middleware::from_fn(error_bodies))
+        .map_response(error_bodies)
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
@@ -169,9 +168,14 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
 }
 
 /// Gives error responses produced outside the handlers (timeouts, for example)
-/// a body in the API's error format.
-async fn error_bodies(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// a body in the API's error format. A function of the response alone: unlike a
+/// `from_fn` middleware, it needs no boxed future or service clone per request.
+fn error_bodies<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(axum::body::Body::new);
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !response.headers().contains_key(header::CONTENT_TYPE)
     {

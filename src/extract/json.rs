@@ -62,12 +62,56 @@ fn rejection_to_error(rejection: &JsonRejection) -> Error {
     Error::request(rejection.status(), message)
 }
 
+/// The capacity a response body starts with. A page of articles is several kB;
+/// axum's `Json` starts at 128 bytes and copies the body at each of the doublings.
+const BODY_START_BYTES: usize = 4096;
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        let mut response = axum::Json(self.0).into_response();
-        if response.status().is_success() || response.status().is_client_error() {
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+        let mut body = Vec::with_capacity(BODY_START_BYTES);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], body).into_response(),
+            Err(err) => Error::Internal(anyhow::Error::new(err).context("serialising a response")).into_response(),
         }
-        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        http::{StatusCode, header},
+        response::IntoResponse as _,
+    };
+    use http_body_util::BodyExt as _;
+
+    use super::{JSON_UTF8, Json};
+
+    struct Unserialisable;
+
+    impl serde::Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot"))
+        }
+    }
+
+    async fn parts(response: axum::response::Response) -> (StatusCode, String, String) {
+        let status = response.status();
+        let kind = response.headers()[header::CONTENT_TYPE].to_str().expect("ASCII").to_owned();
+        let body = response.into_body().collect().await.expect("a body").to_bytes();
+        (status, kind, String::from_utf8(body.to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn a_response_is_json_with_a_charset() {
+        let (status, kind, body) = parts(Json(serde_json::json!({"a": [1, "é"]})).into_response()).await;
+        assert_eq!((status, kind.as_str(), body.as_str()), (StatusCode::OK, JSON_UTF8, r#"{"a":[1,"é"]}"#));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_to_serialise_is_a_500_in_the_error_format() {
+        let (status, kind, body) = parts(Json(Unserialisable).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(kind, JSON_UTF8);
+        assert_eq!(body, r#"{"errors":{"server":["internal error, please try again later"]}}"#);
     }
 }

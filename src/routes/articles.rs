@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    db::{self, articles::ArticleRow},
+    db::{self, Reads, articles::ArticleRow},
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, Json, Page, Path},
@@ -180,7 +180,7 @@ fn many(page: db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<Js
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn list(
-    State(state): State<AppState>,
+    State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     filters: ArticleFilters,
     page: Page,
@@ -193,7 +193,7 @@ pub async fn list(
         limit: page.limit,
         offset: page.offset,
     };
-    let mut conn = state.reads.acquire().await?;
+    let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, viewer.as_ref().map(|v| v.id)).await;
     many(conn.release(rows)?, viewer.as_ref())
 }
@@ -208,9 +208,9 @@ pub async fn list(
         (status = 422, response = ValidationFailed),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
-pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
+pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Result<Json<ArticlesResponse>> {
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
-    let mut conn = state.reads.acquire().await?;
+    let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, Some(user.id)).await;
     many(conn.release(rows)?, Some(&user))
 }
@@ -227,11 +227,11 @@ pub async fn feed(State(state): State<AppState>, user: AuthUser, page: Page) -> 
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    let mut conn = state.reads.acquire().await?;
+    let mut conn = reads.acquire().await?;
     let row = db::articles::get(&mut *conn, &slug, viewer.map(|v| v.id)).await;
     one(conn.release(row)?)
 }
