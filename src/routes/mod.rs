@@ -89,11 +89,13 @@ pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<
 mod tests {
     use chrono::TimeZone as _;
 
+    /// A timestamp as the API serialises it.
+    #[derive(serde::Serialize)]
+    struct T(#[serde(serialize_with = "super::timestamp")] chrono::DateTime<chrono::Utc>);
+
     #[test]
     fn timestamps_always_carry_three_fractional_digits_in_utc() {
         let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date");
-        #[derive(serde::Serialize)]
-        struct T(#[serde(serialize_with = "super::timestamp")] chrono::DateTime<chrono::Utc>);
         assert_eq!(serde_json::to_value(T(at)).expect("serialises"), "2026-01-02T03:04:05.000Z");
     }
 
@@ -126,8 +128,6 @@ mod tests {
         assert_eq!(super::rfc3339_millis(&before_zero), None);
         let leap = chrono::DateTime::from_timestamp(1_483_228_799, 1_500_000_000).expect("a leap second");
         assert_eq!(super::rfc3339_millis(&leap), None);
-        #[derive(serde::Serialize)]
-        struct T(#[serde(serialize_with = "super::timestamp")] chrono::DateTime<chrono::Utc>);
         assert_eq!(serde_json::to_value(T(far)).expect("serialises"), "+10000-01-01T00:00:00.000Z");
     }
 }
