@@ -76,6 +76,10 @@ pub enum Error {
     /// A client error detected outside validation (bad JSON, wrong media type, ...).
     #[error("{message}")]
     Request { status: StatusCode, message: String },
+    /// 503: no database connection could be had in time, as every one is busy
+    /// (or the database does not answer); a retry may succeed.
+    #[error("no database connection in time")]
+    Unavailable,
     /// A database failure that is not the client's fault.
     #[error("database error")]
     Database(sqlx::Error),
@@ -94,6 +98,7 @@ impl Error {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Request { status, .. } => *status,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +116,7 @@ impl Error {
             Self::NotFound(what) => ValidationErrors::single(what, "not found"),
             Self::Validation(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
+            Self::Unavailable => ValidationErrors::single("server", "busy, please try again later"),
             Self::Database(_) | Self::Internal(_) => {
                 ValidationErrors::single("server", "internal error, please try again later")
             }
@@ -118,10 +124,13 @@ impl Error {
     }
 }
 
-/// Constraint violations are the client's fault and get their 4xx; anything
-/// else from the database is internal.
+/// Constraint violations are the client's fault and get their 4xx; a pool that
+/// lent no connection in time is a 503; anything else from the database is internal.
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
+        if matches!(err, sqlx::Error::PoolTimedOut) {
+            return Self::Unavailable;
+        }
         let Some(db) = err.as_database_error() else { return Self::Database(err) };
         // 22021: a NUL byte or invalid UTF-8 in a value the client sent.
         if db.code().as_deref() == Some("22021") {
@@ -170,6 +179,7 @@ impl IntoResponse for Error {
         match &self {
             Self::Database(err) => tracing::error!(error = ?err, "database error"),
             Self::Internal(err) => tracing::error!(error = ?err, "internal error"),
+            Self::Unavailable => tracing::warn!("no database connection in time"),
             _ => {}
         }
         let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();
@@ -194,6 +204,14 @@ mod tests {
         errors.add("username", "is too long");
         let json = serde_json::to_value(&errors).expect("serialises");
         assert_eq!(json, serde_json::json!({"email": ["can't be blank", "is invalid"], "username": ["is too long"]}));
+    }
+
+    #[test]
+    fn a_pool_that_lends_no_connection_in_time_is_a_503_to_retry() {
+        let err = Error::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = serde_json::to_value(err.body()).expect("serialises");
+        assert_eq!(body, serde_json::json!({"server": ["busy, please try again later"]}));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub const BEARER: &str = "Bearer";
             UnsupportedMediaType,
             ValidationFailed,
             RequestTimeout,
-            InternalError
+            InternalError,
+            Unavailable
         )
     ),
     tags(
@@ -71,7 +72,8 @@ impl Modify for SecuritySchemes {
 }
 
 /// Adds the answers any operation may give to each one: a timeout (the request
-/// took longer than `REQUEST_TIMEOUT_SECONDS`) and an internal error. Runs on the
+/// took longer than `REQUEST_TIMEOUT_SECONDS`), an internal error, and a 503 when
+/// no database connection could be had in time. Runs on the
 /// finished document, once the router has added the operations.
 pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{Ref, RefOr};
@@ -79,7 +81,7 @@ pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;
-            for (status, name) in [("408", "RequestTimeout"), ("500", "InternalError")] {
+            for (status, name) in [("408", "RequestTimeout"), ("500", "InternalError"), ("503", "Unavailable")] {
                 responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
             }
         }
@@ -93,6 +95,12 @@ pub struct RequestTimeout(pub ErrorBody);
 #[derive(Debug, ToResponse)]
 #[response(description = "An internal error; the body says no more")]
 pub struct InternalError(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(
+    description = "No database connection could be had in time (all busy, or the database does not answer); retry later"
+)]
+pub struct Unavailable(pub ErrorBody);
 
 /// Malformed request: invalid JSON, query string or characters (such as NUL).
 #[derive(Debug, ToResponse)]

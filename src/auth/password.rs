@@ -79,9 +79,14 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("password hasher closed")?;
+        let permit = Arc::clone(&self.permits).acquire_owned().await.context("password hasher closed")?;
         let areas = Arc::clone(&self.areas);
+        // The permit moves into the blocking task: a request cancelled meanwhile
+        // (its client left, or it timed out) drops only the wait for the result,
+        // while the hash runs on. Were the permit freed with the request, clients
+        // that disconnect at once could start any number of hashes.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let taken = areas.lock().map_err(|_| anyhow::anyhow!("work areas poisoned"))?.pop();
             let mut area = taken.unwrap_or_else(|| vec![Block::new(); PARAMS.block_count()]);
             let result = work(&mut area);
@@ -181,6 +186,34 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(hasher.verify("correct horse battery", &hash).await.expect("verifies"));
         assert!(!hasher.verify("wrong horse battery", &hash).await.expect("verifies"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_hash_holds_its_permit_until_the_work_is_done() {
+        let hasher = PasswordHasher::new(1).expect("hasher");
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (finish, may_finish) = std::sync::mpsc::channel::<()>();
+        let running = hasher.clone();
+        let request = tokio::spawn(async move {
+            running
+                .run(move |_| {
+                    started.send(()).expect("test waits");
+                    may_finish.recv().map_err(anyhow::Error::new)
+                })
+                .await
+        });
+        let wait = std::time::Duration::from_secs(10);
+        tokio::task::spawn_blocking(move || has_started.recv_timeout(wait)).await.expect("joins").expect("work starts");
+
+        // The request goes away (its client left), while the work still runs.
+        request.abort();
+        assert!(request.await.expect_err("aborted").is_cancelled());
+        assert_eq!(hasher.permits.available_permits(), 0, "a second hash could start beside the running one");
+
+        finish.send(()).expect("work waits");
+        let permit = tokio::time::timeout(wait, hasher.permits.acquire()).await.expect("the permit comes back");
+        drop(permit.expect("open"));
+        assert_eq!(hasher.areas.lock().expect("not poisoned").len(), 1, "the work area is kept for the next hash");
     }
 
     #[tokio::test]

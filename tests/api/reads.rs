@@ -152,6 +152,27 @@ async fn concurrent_reads_share_at_most_the_configured_connections() {
 }
 
 #[tokio::test]
+async fn a_read_that_gets_no_connection_in_time_is_a_503_to_retry() {
+    let app = TestApp::new().await;
+    // Every connection the router's pool may open is lent, and stays lent.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(app.reads.acquire().await.expect("a connection"));
+    }
+
+    let started = Instant::now();
+    let response = app.get("/api/tags", None).await;
+    response.assert_error(axum::http::StatusCode::SERVICE_UNAVAILABLE, "server");
+    assert_eq!(response.error_fields(), ["server"]);
+    assert!(started.elapsed() >= Duration::from_secs(4), "answered before the wait ran out: {:?}", started.elapsed());
+
+    // Once a connection comes back, the same read is served.
+    let conn = held.pop().expect("held");
+    conn.release(Ok::<(), sqlx::Error>(())).expect("released");
+    assert_eq!(app.get("/api/tags", None).await.status, axum::http::StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_closed_pool_closes_its_idle_connections_and_lends_no_more() {
     let app = TestApp::new().await;
     let reads = Reads::new(app.options.clone(), 2);
