@@ -138,7 +138,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
     routes
@@ -179,8 +179,13 @@ where
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !response.headers().contains_key(header::CONTENT_TYPE)
     {
-        let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
-        let mut replaced = Error::request(status, reason).into_response();
+        let error = if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The timeout layer's: a handler's own 503 carries its body.
+            Error::TimedOut
+        } else {
+            Error::request(status, status.canonical_reason().unwrap_or("error").to_ascii_lowercase())
+        };
+        let mut replaced = error.into_response();
         for (name, value) in response.headers().iter().filter(|(name, _)| *name != header::CONTENT_LENGTH) {
             replaced.headers_mut().entry(name).or_insert_with(|| value.clone());
         }

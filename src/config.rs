@@ -44,7 +44,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter directive (`RUST_LOG`).
     pub log_filter: String,
-    /// Longest time a request may take before it is answered 408.
+    /// Longest time a request may take before it is abandoned and answered 503.
     pub request_timeout: Duration,
 }
 

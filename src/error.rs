@@ -80,6 +80,12 @@ pub enum Error {
     /// (or the database does not answer); a retry may succeed.
     #[error("no database connection in time")]
     Unavailable,
+    /// 503: the request took longer than `REQUEST_TIMEOUT_SECONDS` and was
+    /// abandoned. Not 408, which says the client was too slow to send its
+    /// request and invites it to send it again (RFC 9110, 15.5.9): a write that
+    /// timed out may have committed, and an automatic resend would repeat it.
+    #[error("request took longer than the time limit")]
+    TimedOut,
     /// A database failure that is not the client's fault.
     #[error("database error")]
     Database(sqlx::Error),
@@ -98,7 +104,7 @@ impl Error {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Request { status, .. } => *status,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +123,7 @@ impl Error {
             Self::Validation(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
             Self::Unavailable => ValidationErrors::single("server", "busy, please try again later"),
+            Self::TimedOut => ValidationErrors::single("server", "took too long, please try again later"),
             Self::Database(_) | Self::Internal(_) => {
                 ValidationErrors::single("server", "internal error, please try again later")
             }
@@ -180,6 +187,7 @@ impl IntoResponse for Error {
             Self::Database(err) => tracing::error!(error = ?err, "database error"),
             Self::Internal(err) => tracing::error!(error = ?err, "internal error"),
             Self::Unavailable => tracing::warn!("no database connection in time"),
+            Self::TimedOut => tracing::warn!("request took longer than the time limit"),
             _ => {}
         }
         let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();

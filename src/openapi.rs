@@ -33,7 +33,6 @@ pub const BEARER: &str = "Bearer";
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
-            RequestTimeout,
             InternalError,
             Unavailable
         )
@@ -71,9 +70,9 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Adds the answers any operation may give to each one: a timeout (the request
-/// took longer than `REQUEST_TIMEOUT_SECONDS`), an internal error, and a 503 when
-/// no database connection could be had in time. Runs on the
+/// Adds the answers any operation may give to each one: an internal error, and a
+/// 503 when no database connection could be had in time or the request took
+/// longer than `REQUEST_TIMEOUT_SECONDS`. Runs on the
 /// finished document, once the router has added the operations.
 pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{Ref, RefOr};
@@ -81,7 +80,7 @@ pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;
-            for (status, name) in [("408", "RequestTimeout"), ("500", "InternalError"), ("503", "Unavailable")] {
+            for (status, name) in [("500", "InternalError"), ("503", "Unavailable")] {
                 responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
             }
         }
@@ -89,16 +88,12 @@ pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 #[derive(Debug, ToResponse)]
-#[response(description = "The request took longer than the server's time limit")]
-pub struct RequestTimeout(pub ErrorBody);
-
-#[derive(Debug, ToResponse)]
 #[response(description = "An internal error; the body says no more")]
 pub struct InternalError(pub ErrorBody);
 
 #[derive(Debug, ToResponse)]
 #[response(
-    description = "No database connection could be had in time (all busy, or the database does not answer); retry later"
+    description = "No database connection could be had in time (all busy, or the database does not answer), or the request took longer than the server's time limit; retry later"
 )]
 pub struct Unavailable(pub ErrorBody);
 

@@ -252,7 +252,7 @@ async fn an_internal_error_is_500_in_the_error_format_without_details() {
 }
 
 #[tokio::test]
-async fn a_request_that_takes_too_long_is_408_in_the_error_format() {
+async fn a_request_that_takes_too_long_is_503_not_408_in_the_error_format() {
     let app = TestApp::with_options(HttpOptions {
         cors_origins: CorsOrigins::Any,
         request_timeout: Duration::from_millis(300),
@@ -273,7 +273,7 @@ async fn a_request_that_takes_too_long_is_408_in_the_error_format() {
         .expect("request");
     let response = app.send(request).await;
     lock.rollback().await.expect("rollback");
-    assert_json_error(&response, StatusCode::REQUEST_TIMEOUT, "body");
+    assert_json_error(&response, StatusCode::SERVICE_UNAVAILABLE, "server");
     assert_eq!(response.headers["access-control-allow-origin"], "*", "browsers can read the timeout");
 }
 
