@@ -8,6 +8,8 @@ pub mod profiles;
 pub mod tags;
 pub mod users;
 
+mod json_writer;
+
 use chrono::{DateTime, Datelike as _, SecondsFormat, Timelike as _, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -32,6 +34,20 @@ pub struct Profile {
     pub bio: String,
     pub image: String,
     pub following: bool,
+}
+
+impl Profile {
+    fn write_json(&self, out: &mut json_writer::JsonWriter) {
+        out.raw(r#"{"username":"#);
+        out.string(&self.username);
+        out.raw(r#","bio":"#);
+        out.string(&self.bio);
+        out.raw(r#","image":"#);
+        out.string(&self.image);
+        out.raw(r#","following":"#);
+        out.bool(self.following);
+        out.raw("}");
+    }
 }
 
 impl From<ProfileRow> for Profile {
