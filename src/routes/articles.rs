@@ -111,25 +111,17 @@ fn author(row: &mut ArticleRow) -> Profile {
 
 impl ArticleSummary {
     fn write_json(&self, out: &mut JsonWriter) {
-        out.raw(r#"{"slug":"#);
-        out.string(&self.slug);
-        out.raw(r#","title":"#);
-        out.string(&self.title);
-        out.raw(r#","description":"#);
-        out.string(&self.description);
-        out.raw(r#","tagList":"#);
-        out.strings(&self.tag_list);
-        out.raw(r#","createdAt":"#);
-        out.timestamp(&self.created_at);
-        out.raw(r#","updatedAt":"#);
-        out.timestamp(&self.updated_at);
-        out.raw(r#","favorited":"#);
-        out.bool(self.favorited);
-        out.raw(r#","favoritesCount":"#);
-        out.int(self.favorites_count);
-        out.raw(r#","author":"#);
-        self.author.write_json(out);
-        out.raw("}");
+        out.object(|o| {
+            o.key("slug").string(&self.slug);
+            o.key("title").string(&self.title);
+            o.key("description").string(&self.description);
+            o.key("tagList").strings(&self.tag_list);
+            o.key("createdAt").timestamp(&self.created_at);
+            o.key("updatedAt").timestamp(&self.updated_at);
+            o.key("favorited").bool(self.favorited);
+            o.key("favoritesCount").int(self.favorites_count);
+            self.author.write_json(o.key("author"));
+        });
     }
 }
 
@@ -139,16 +131,10 @@ impl IntoResponse for ArticlesResponse {
     fn into_response(self) -> Response {
         // About 400 bytes an article: one allocation for the whole page.
         let mut out = JsonWriter::with_capacity(64 + 512 * self.articles.len());
-        out.raw(r#"{"articles":["#);
-        for (i, article) in self.articles.iter().enumerate() {
-            if i > 0 {
-                out.raw(",");
-            }
-            article.write_json(&mut out);
-        }
-        out.raw(r#"],"articlesCount":"#);
-        out.int(self.articles_count);
-        out.raw("}");
+        out.object(|o| {
+            o.key("articles").array(&self.articles, |out, article| article.write_json(out));
+            o.key("articlesCount").int(self.articles_count);
+        });
         ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], out.into_bytes()).into_response()
     }
 }

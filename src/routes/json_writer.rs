@@ -19,9 +19,27 @@ impl JsonWriter {
         Self(Vec::with_capacity(bytes))
     }
 
-    /// JSON text from the caller, written as it is: punctuation and keys.
-    pub fn raw(&mut self, json: &str) {
+    fn raw(&mut self, json: &str) {
         self.0.extend_from_slice(json.as_bytes());
+    }
+
+    /// An object, whose members `members` writes through [`Members::key`].
+    pub fn object(&mut self, members: impl FnOnce(&mut Members<'_>)) {
+        self.0.push(b'{');
+        members(&mut Members { out: self, first: true });
+        self.0.push(b'}');
+    }
+
+    /// An array of `items`, each written by `item`.
+    pub fn array<T>(&mut self, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
+        self.0.push(b'[');
+        for (i, value) in items.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            item(self, value);
+        }
+        self.0.push(b']');
     }
 
     /// `text` as a JSON string.
@@ -65,14 +83,7 @@ impl JsonWriter {
     }
 
     pub fn strings(&mut self, list: &[String]) {
-        self.0.push(b'[');
-        for (i, text) in list.iter().enumerate() {
-            if i > 0 {
-                self.0.push(b',');
-            }
-            self.string(text);
-        }
-        self.0.push(b']');
+        self.array(list, |out, text| out.string(text));
     }
 
     pub fn int(&mut self, n: i64) {
@@ -97,6 +108,29 @@ impl JsonWriter {
 
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
+    }
+}
+
+/// The members of an object being written.
+#[derive(Debug)]
+pub struct Members<'a> {
+    out: &'a mut JsonWriter,
+    first: bool,
+}
+
+impl Members<'_> {
+    /// Writes the next member's key (with the comma before it); the caller then
+    /// writes its value to the writer returned. Keys are the API's own field
+    /// names, written unescaped.
+    pub fn key(&mut self, name: &str) -> &mut JsonWriter {
+        if !self.first {
+            self.out.0.push(b',');
+        }
+        self.first = false;
+        self.out.0.push(b'"');
+        self.out.raw(name);
+        self.out.0.extend_from_slice(b"\":");
+        self.out
     }
 }
 
@@ -139,6 +173,14 @@ mod tests {
         for n in [0, -1, 42, i64::MIN, i64::MAX] {
             assert_eq!(written(|out| out.int(n)), n.to_string());
         }
+        let nested = written(|out| {
+            out.object(|o| {
+                o.key("a").array(&[1, 2], |out, n| out.int(*n));
+                o.key("b").object(|_| {});
+                o.key("c").string("d");
+            });
+        });
+        assert_eq!(nested, serde_json::json!({"a": [1, 2], "b": {}, "c": "d"}).to_string());
         assert_eq!(written(|out| out.bool(true)), "true");
         assert_eq!(written(|out| out.bool(false)), "false");
 

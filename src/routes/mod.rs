@@ -38,15 +38,12 @@ pub struct Profile {
 
 impl Profile {
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
-        out.raw(r#"{"username":"#);
-        out.string(&self.username);
-        out.raw(r#","bio":"#);
-        out.string(&self.bio);
-        out.raw(r#","image":"#);
-        out.string(&self.image);
-        out.raw(r#","following":"#);
-        out.bool(self.following);
-        out.raw("}");
+        out.object(|o| {
+            o.key("username").string(&self.username);
+            o.key("bio").string(&self.bio);
+            o.key("image").string(&self.image);
+            o.key("following").bool(self.following);
+        });
     }
 }
 
