@@ -1,7 +1,8 @@
 //! Articles and favorites.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
+
+use super::Timestamp;
 
 /// An article as a viewer sees it, with its author's profile flattened in.
 #[derive(Debug, Clone)]
@@ -12,8 +13,8 @@ pub struct ArticleRow {
     /// `None` in lists, which omit the body.
     pub body: Option<String>,
     pub tag_list: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub favorited: bool,
     pub favorites_count: i64,
     pub author_username: String,
@@ -48,7 +49,8 @@ pub struct ListQuery<'a> {
 pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, sqlx::Error> {
     sqlx::query_as!(
         ArticleRow,
-        r#"SELECT a.slug, a.title, a.description, a.body AS "body?", a.created_at, a.updated_at, a.tag_list,
+        r#"SELECT a.slug, a.title, a.description, a.body AS "body?", a.created_at AS "created_at: Timestamp",
+                  a.updated_at AS "updated_at: Timestamp", a.tag_list,
                   EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                   a.favorites_count,
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
@@ -71,8 +73,8 @@ struct ListRow {
     title: Option<String>,
     description: Option<String>,
     tag_list: Option<Vec<String>>,
-    created_at: Option<DateTime<Utc>>,
-    updated_at: Option<DateTime<Utc>>,
+    created_at: Option<Timestamp>,
+    updated_at: Option<Timestamp>,
     favorited: Option<bool>,
     favorites_count: Option<i64>,
     author_username: Option<String>,
@@ -109,7 +111,8 @@ macro_rules! list_statement {
             r#"SELECT COALESCE(c.n, 0) AS "total!",
                       EXISTS (SELECT 1 FROM users WHERE id = $1) AS "viewer_exists!",
                       x.slug AS "slug?", x.title AS "title?", x.description AS "description?",
-                      x.tag_list AS "tag_list?", x.created_at AS "created_at?", x.updated_at AS "updated_at?",
+                      x.tag_list AS "tag_list?", x.created_at AS "created_at?: Timestamp",
+                      x.updated_at AS "updated_at?: Timestamp",
                       x.favorited AS "favorited?", x.favorites_count AS "favorites_count?",
                       x.username AS "author_username?", x.bio AS "author_bio?", x.image AS "author_image?",
                       x.following AS "author_following?"

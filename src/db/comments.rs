@@ -1,14 +1,15 @@
 //! Comments on articles.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
+
+use super::Timestamp;
 
 #[derive(Debug, Clone)]
 pub struct CommentRow {
     pub id: i64,
     pub body: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub author_username: String,
     pub author_bio: String,
     pub author_image: String,
@@ -30,7 +31,7 @@ pub async fn add(
                SELECT id, $2, $3 FROM articles WHERE slug = $1
                RETURNING id, author_id, body, created_at, updated_at
            )
-           SELECT c.id, c.body, c.created_at, c.updated_at,
+           SELECT c.id, c.body, c.created_at AS "created_at: Timestamp", c.updated_at AS "updated_at: Timestamp",
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
                   false AS "author_following!"
            FROM c JOIN users u ON u.id = c.author_id"#,
@@ -52,7 +53,8 @@ pub async fn list(
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
     let rows = sqlx::query!(
-        r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?", c.updated_at AS "updated_at?",
+        r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?: Timestamp",
+                  c.updated_at AS "updated_at?: Timestamp",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
                   EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
            FROM articles a

@@ -9,9 +9,11 @@ pub mod comments;
 pub mod profiles;
 mod reads;
 pub mod tags;
+mod timestamp;
 pub mod users;
 
 pub use reads::Reads;
+pub use timestamp::Timestamp;
 
 use sqlx::{
     PgPool,

@@ -5,13 +5,12 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    db::{self, Reads, articles::ArticleRow},
+    db::{self, Reads, Timestamp, articles::ArticleRow},
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, JSON_UTF8, Json, Page, Path},
@@ -72,10 +71,10 @@ pub struct Article {
     tag_list: Vec<String>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: DateTime<Utc>,
+    updated_at: Timestamp,
     favorited: bool,
     favorites_count: i64,
     author: Profile,
@@ -91,10 +90,10 @@ pub struct ArticleSummary {
     tag_list: Vec<String>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: DateTime<Utc>,
+    updated_at: Timestamp,
     favorited: bool,
     favorites_count: i64,
     author: Profile,
@@ -116,8 +115,8 @@ impl ArticleSummary {
             o.key("title").string(&self.title);
             o.key("description").string(&self.description);
             o.key("tagList").strings(&self.tag_list);
-            o.key("createdAt").timestamp(&self.created_at);
-            o.key("updatedAt").timestamp(&self.updated_at);
+            o.key("createdAt").timestamp(self.created_at);
+            o.key("updatedAt").timestamp(self.updated_at);
             o.key("favorited").bool(self.favorited);
             o.key("favoritesCount").int(self.favorites_count);
             self.author.write_json(o.key("author"));
@@ -481,8 +480,8 @@ mod tests {
             title: text.to_owned(),
             description: format!("{text} described"),
             tag_list: tags.iter().map(|&tag| tag.to_owned()).collect(),
-            created_at: at,
-            updated_at: at + chrono::Duration::milliseconds(1234),
+            created_at: at.into(),
+            updated_at: (at + chrono::Duration::milliseconds(1234)).into(),
             favorited: following,
             favorites_count: 7,
             author: Profile {

@@ -1,13 +1,12 @@
 //! `/api/articles/{slug}/comments`.
 
 use axum::{extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::{
-    db::{self, Reads, articles::Deleted, comments::CommentRow},
+    db::{self, Reads, Timestamp, articles::Deleted, comments::CommentRow},
     domain::CommentBody,
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
@@ -32,10 +31,10 @@ pub struct Comment {
     id: i64,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: DateTime<Utc>,
+    updated_at: Timestamp,
     body: String,
     author: Profile,
 }

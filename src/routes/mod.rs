@@ -10,13 +10,13 @@ pub mod users;
 
 mod json_writer;
 
-use chrono::{DateTime, Datelike as _, SecondsFormat, Timelike as _, Utc};
+use chrono::SecondsFormat;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use sqlx::PgPool;
 
 use crate::{
-    db::{self, profiles::ProfileRow},
+    db::{self, Timestamp, profiles::ProfileRow},
     error::{Error, Result},
     extract::AuthUser,
 };
@@ -55,35 +55,51 @@ impl From<ProfileRow> for Profile {
 
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.
 /// `2026-11-27T16:17:39.120Z`: a fixed width that clients can parse and sort.
-pub fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    match rfc3339_millis(at) {
+pub fn timestamp<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+    match rfc3339_millis(*at) {
         Some(text) => serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
-        None => serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => serializer.serialize_str(&at.to_chrono().to_rfc3339_opts(SecondsFormat::Millis, true)),
     }
 }
 
-/// The text of [`timestamp`] in a fixed buffer, for years 0 to 9999 and no leap
-/// second (anything else is `None`): a list writes two per article, and chrono's
-/// general formatter builds a `String` for each through `fmt`.
-fn rfc3339_millis(at: &DateTime<Utc>) -> Option<[u8; 24]> {
-    let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
-    let nanos = Some(at.nanosecond()).filter(|nanos| *nanos < 1_000_000_000)?;
+/// The text of [`timestamp`] in a fixed buffer, for 0000-03-01 to 9999-12-31
+/// (anything else is `None`), straight from the count of microseconds: a page
+/// writes two per article, and chrono would take the date apart field by field.
+/// The civil date is Howard Hinnant's `civil_from_days`, on days counted from
+/// 0000-03-01 so that every quantity is unsigned and a year ends with February.
+fn rfc3339_millis(at: Timestamp) -> Option<[u8; 24]> {
+    /// 0000-03-01T00:00:00Z, in microseconds before 1970.
+    const FROM_MARCH_0000: i64 = 719_468 * 86_400 * 1_000_000;
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+                                5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    let micros = u64::try_from(at.unix_micros().checked_add(FROM_MARCH_0000)?).ok()?;
+    let (seconds, millis) = (micros / 1_000_000, micros % 1_000_000 / 1000);
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Eras of 400 years, 146,097 days each.
+    let (era, day_of_era) = (days / 146_097, days % 146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = Some(era * 400 + year_of_era + u64::from(month <= 2)).filter(|year| *year <= 9999)?;
+
     let mut text = *b"0000-00-00T00:00:00.000Z";
-    let fields = [
-        (0..4, year),
-        (5..7, at.month()),
-        (8..10, at.day()),
-        (11..13, at.hour()),
-        (14..16, at.minute()),
-        (17..19, at.second()),
-        (20..23, nanos / 1_000_000),
+    let pairs = [
+        (0, year / 100),
+        (2, year % 100),
+        (5, month),
+        (8, day),
+        (11, second_of_day / 3600),
+        (14, second_of_day / 60 % 60),
+        (17, second_of_day % 60),
+        (21, millis % 100),
     ];
-    for (digits, mut value) in fields {
-        for digit in text[digits].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
+    for (at, pair) in pairs {
+        let pair = usize::try_from(pair).ok()? * 2;
+        text[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
+    text[20] = b'0' + u8::try_from(millis / 100).ok()?;
     Some(text)
 }
 
@@ -104,18 +120,18 @@ mod tests {
 
     /// A timestamp as the API serialises it.
     #[derive(serde::Serialize)]
-    struct T(#[serde(serialize_with = "super::timestamp")] chrono::DateTime<chrono::Utc>);
+    struct T(#[serde(serialize_with = "super::timestamp")] crate::db::Timestamp);
 
     #[test]
     fn timestamps_always_carry_three_fractional_digits_in_utc() {
         let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date");
-        assert_eq!(serde_json::to_value(T(at)).expect("serialises"), "2026-01-02T03:04:05.000Z");
+        assert_eq!(serde_json::to_value(T(at.into())).expect("serialises"), "2026-01-02T03:04:05.000Z");
     }
 
     #[test]
-    fn the_fixed_width_timestamp_writer_agrees_with_chrono_from_year_0_to_9999() {
+    fn the_fixed_width_timestamp_writer_agrees_with_chrono_from_march_of_year_0_to_9999() {
         let chrono_text = |at: &chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let first = chrono::Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).single().expect("valid date").timestamp();
+        let first = chrono::Utc.with_ymd_and_hms(0, 3, 1, 0, 0, 0).single().expect("valid date").timestamp();
         let last = chrono::Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("valid date").timestamp();
         // A fixed LCG walk over the whole range, with every kind of sub-second part.
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -128,19 +144,21 @@ mod tests {
         }
         for (secs, nanos) in samples {
             let at = chrono::DateTime::from_timestamp(secs, nanos).expect("in chrono's range");
-            let text = super::rfc3339_millis(&at).expect("a year from 0 to 9999");
+            let text = super::rfc3339_millis(at.into()).expect("from 0000-03-01 to 9999-12-31");
             assert_eq!(std::str::from_utf8(&text).expect("ASCII"), chrono_text(&at), "at {secs} s {nanos} ns");
         }
     }
 
     #[test]
-    fn years_past_9999_and_leap_seconds_are_left_to_chrono() {
+    fn dates_before_march_of_year_0_or_after_9999_are_left_to_chrono() {
         let far = chrono::Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single().expect("valid date");
-        assert_eq!(super::rfc3339_millis(&far), None);
-        let before_zero = chrono::Utc.with_ymd_and_hms(-1, 12, 31, 0, 0, 0).single().expect("valid date");
-        assert_eq!(super::rfc3339_millis(&before_zero), None);
-        let leap = chrono::DateTime::from_timestamp(1_483_228_799, 1_500_000_000).expect("a leap second");
-        assert_eq!(super::rfc3339_millis(&leap), None);
-        assert_eq!(serde_json::to_value(T(far)).expect("serialises"), "+10000-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_millis(far.into()), None);
+        let before_zero = chrono::Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59).single().expect("valid date");
+        assert_eq!(super::rfc3339_millis(before_zero.into()), None);
+        let leap_day_0 = chrono::Utc.with_ymd_and_hms(0, 2, 29, 23, 59, 59).single().expect("valid date");
+        assert_eq!(super::rfc3339_millis(leap_day_0.into()), None);
+        assert_eq!(serde_json::to_value(T(leap_day_0.into())).expect("serialises"), "0000-02-29T23:59:59.000Z");
+        assert_eq!(serde_json::to_value(T(far.into())).expect("serialises"), "+10000-01-01T00:00:00.000Z");
+        assert_eq!(serde_json::to_value(T(before_zero.into())).expect("serialises"), "-0001-12-31T23:59:59.000Z");
     }
 }

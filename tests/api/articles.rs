@@ -252,6 +252,43 @@ async fn timestamps_are_rfc3339_utc_with_three_fractional_digits() {
 }
 
 #[tokio::test]
+async fn stored_timestamps_are_shown_to_the_millisecond_on_both_sides_of_1970_and_2000() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    create(&app, &token, article("Dragons", &[])).await;
+    let comment = app.comment(&token, "dragons", "Thank you so much!").await;
+    // PostgreSQL counts microseconds from 2000, the API's text from 1970:
+    // either count may be negative, and sub-millisecond digits are cut, not rounded.
+    for (stored, shown) in [
+        ("1969-12-31 23:59:59.999999+00", "1969-12-31T23:59:59.999Z"),
+        ("1999-12-31 23:59:59.123456+00", "1999-12-31T23:59:59.123Z"),
+        ("2000-01-01 00:00:00+00", "2000-01-01T00:00:00.000Z"),
+        ("2000-02-29 12:00:00.000999+00", "2000-02-29T12:00:00.000Z"),
+        ("0001-01-01 00:00:00+00", "0001-01-01T00:00:00.000Z"),
+        ("9999-12-31 23:59:59.999999+00", "9999-12-31T23:59:59.999Z"),
+        ("10000-01-01 00:00:00+00", "+10000-01-01T00:00:00.000Z"),
+    ] {
+        for table in ["articles", "comments"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET created_at = $1::timestamptz, updated_at = $1::timestamptz"
+            )))
+            .bind(stored)
+            .execute(&app.db)
+            .await
+            .expect("set the timestamps");
+        }
+        let read = get(&app, "dragons", None).await;
+        let listed = app.get("/api/articles", None).await;
+        let comments = app.get("/api/articles/dragons/comments", None).await;
+        assert_eq!(comments.body["comments"][0]["id"], comment);
+        for object in [&read.body["article"], &listed.body["articles"][0], &comments.body["comments"][0]] {
+            assert_eq!(object["createdAt"], shown, "stored {stored}");
+            assert_eq!(object["updatedAt"], shown, "stored {stored}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn server_assigned_article_fields_in_the_request_are_ignored() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
