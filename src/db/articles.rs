@@ -49,13 +49,13 @@ pub struct ListQuery<'a> {
 pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, sqlx::Error> {
     sqlx::query_as!(
         ArticleRow,
-        r#"SELECT a.slug, a.title, a.description, a.body AS "body?", a.created_at AS "created_at: Timestamp",
+        r#"SELECT a.slug, a.title, a.description, b.body AS "body?", a.created_at AS "created_at: Timestamp",
                   a.updated_at AS "updated_at: Timestamp", a.tag_list,
                   EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                   a.favorites_count,
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
                   EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
-           FROM articles a JOIN users u ON u.id = a.author_id
+           FROM articles a JOIN users u ON u.id = a.author_id JOIN article_bodies b ON b.article_id = a.id
            WHERE a.slug = $1"#,
         slug,
         viewer
@@ -280,7 +280,7 @@ pub async fn list(
     Ok(ArticlePage { articles, total, viewer_exists })
 }
 
-/// Inserts an article unless `slug` is taken; `None` when it is.
+/// Inserts an article and its body unless `slug` is taken; `None` when it is.
 #[tracing::instrument(skip(db, body))]
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -291,8 +291,12 @@ pub async fn insert(
     body: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"INSERT INTO articles (author_id, slug, title, description, body) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (slug) DO NOTHING RETURNING id"#,
+        r#"WITH article AS (
+               INSERT INTO articles (author_id, slug, title, description) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (slug) DO NOTHING RETURNING id
+           ),
+           body AS (INSERT INTO article_bodies (article_id, body) SELECT id, $5 FROM article)
+           SELECT id AS "id!" FROM article"#,
         author,
         slug,
         title,
@@ -332,11 +336,11 @@ pub struct Changes<'a> {
 #[tracing::instrument(skip(db, changes))]
 pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        r#"UPDATE articles SET
+        r#"WITH body AS (UPDATE article_bodies SET body = $5 WHERE article_id = $1 AND $5::text IS NOT NULL)
+           UPDATE articles SET
                slug = COALESCE($2, slug),
                title = COALESCE($3, title),
                description = COALESCE($4, description),
-               body = COALESCE($5, body),
                updated_at = now()
            WHERE id = $1"#,
         id,

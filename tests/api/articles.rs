@@ -882,6 +882,29 @@ async fn concurrent_articles_sharing_tags_are_all_written() {
 }
 
 #[tokio::test]
+async fn every_article_keeps_exactly_its_own_body_through_taken_slugs_updates_and_deletes() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let ann = app.register("ann").await;
+    let body = |text: &str| json!({"title": "Dragons", "description": "d", "body": text, "tagList": []});
+    assert_eq!(create(&app, &jake, body("first")).await.status, StatusCode::CREATED);
+    // The slug is taken: the first insert is refused and retried under another slug.
+    let second = create(&app, &ann, body("second")).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    let second = second.body["article"]["slug"].as_str().expect("slug").to_owned();
+
+    let renamed = update(&app, &jake, "dragons", json!({"title": "Wyverns", "body": "first, again"})).await;
+    assert_eq!(renamed.body["article"]["body"], "first, again", "{}", renamed.text);
+    let titled = update(&app, &ann, &second, json!({"description": "no body given"})).await;
+    assert_eq!(titled.body["article"]["body"], "second", "{}", titled.text);
+    assert_eq!(get(&app, "wyverns", None).await.body["article"]["body"], "first, again");
+    assert_eq!((app.count("articles").await, app.count("article_bodies").await), (2, 2));
+
+    assert_eq!(app.delete("/api/articles/wyverns", Some(&jake)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!((app.count("articles").await, app.count("article_bodies").await), (1, 1));
+}
+
+#[tokio::test]
 async fn an_empty_update_changes_nothing_not_even_updated_at() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
