@@ -1,4 +1,5 @@
-//! A JSON writer for the largest responses: the pages of articles.
+//! A JSON writer for the largest responses: the pages of articles, and an
+//! article's comments.
 //!
 //! serde_json escapes a string one byte at a time, with a table lookup and a
 //! bounds check per byte; for a page of 20 articles that was a quarter of the
