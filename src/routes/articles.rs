@@ -2,7 +2,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::{
     db::{self, Reads, Timestamp, articles::ArticleRow},
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
-    extract::{ArticleFilters, AuthUser, JSON_UTF8, Json, Page, Path},
+    extract::{ArticleFilters, AuthUser, Json, Page, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
     routes::{Profile, json_writer::JsonWriter},
 };
@@ -134,7 +134,7 @@ impl IntoResponse for ArticlesResponse {
             o.key("articles").array(&self.articles, |out, article| article.write_json(out));
             o.key("articlesCount").int(self.articles_count);
         });
-        ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], out.into_bytes()).into_response()
+        out.into_response()
     }
 }
 
@@ -507,7 +507,7 @@ mod tests {
         ] {
             let expected = serde_json::to_vec(&page).expect("serialises");
             let response = page.into_response();
-            assert_eq!(response.headers()["content-type"], super::JSON_UTF8);
+            assert_eq!(response.headers()["content-type"], crate::extract::JSON_UTF8);
             let body = response.into_body().collect().await.expect("body").to_bytes();
             assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
         }

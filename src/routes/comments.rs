@@ -2,7 +2,7 @@
 
 use axum::{
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::{
     db::{self, Reads, Timestamp, articles::Deleted, comments::CommentRow},
     domain::CommentBody,
     error::{Error, Result, ValidationErrors},
-    extract::{AuthUser, JSON_UTF8, Json, Path},
+    extract::{AuthUser, Json, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
     routes::{Profile, json_writer::JsonWriter},
 };
@@ -92,7 +92,7 @@ impl IntoResponse for CommentsResponse {
         let text = |c: &Comment| c.body.len() + c.author.username.len() + c.author.bio.len() + c.author.image.len();
         let mut out = JsonWriter::with_capacity(16 + self.comments.iter().map(|c| 160 + text(c)).sum::<usize>());
         out.object(|o| o.key("comments").array(&self.comments, |out, comment| comment.write_json(out)));
-        ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], out.into_bytes()).into_response()
+        out.into_response()
     }
 }
 
@@ -206,7 +206,7 @@ mod tests {
             let response = CommentsResponse { comments };
             let expected = serde_json::to_vec(&response).expect("serialises");
             let response = response.into_response();
-            assert_eq!(response.headers()["content-type"], super::JSON_UTF8);
+            assert_eq!(response.headers()["content-type"], crate::extract::JSON_UTF8);
             let body = response.into_body().collect().await.expect("body").to_bytes();
             assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
         }

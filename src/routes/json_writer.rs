@@ -9,9 +9,12 @@
 //! output is serde_json's, byte for byte: the response types keep their serde
 //! derives, and the tests compare the two.
 
-use chrono::SecondsFormat;
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 
-use crate::db::Timestamp;
+use crate::{db::Timestamp, extract::JSON_UTF8};
 
 /// A JSON document being written into memory.
 #[derive(Debug)]
@@ -97,20 +100,21 @@ impl JsonWriter {
         self.raw(if value { "true" } else { "false" });
     }
 
-    /// As [`super::timestamp`] writes it.
+    /// As [`super::timestamp`] writes it. The text is ASCII digits and
+    /// punctuation, with nothing to escape.
     pub fn timestamp(&mut self, at: Timestamp) {
-        match super::rfc3339_millis(at) {
-            Some(text) => {
-                self.0.push(b'"');
-                self.0.extend_from_slice(&text);
-                self.0.push(b'"');
-            }
-            None => self.string(&at.to_chrono().to_rfc3339_opts(SecondsFormat::Millis, true)),
-        }
+        super::with_timestamp_text(at, |text| {
+            self.0.push(b'"');
+            self.0.extend_from_slice(text);
+            self.0.push(b'"');
+        });
     }
+}
 
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+/// The document as a `200` JSON response.
+impl IntoResponse for JsonWriter {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], self.0).into_response()
     }
 }
 
@@ -148,7 +152,7 @@ mod tests {
     fn written(write: impl FnOnce(&mut JsonWriter)) -> String {
         let mut out = JsonWriter::with_capacity(0);
         write(&mut out);
-        String::from_utf8(out.into_bytes()).expect("UTF-8")
+        String::from_utf8(out.0).expect("UTF-8")
     }
 
     #[test]

@@ -56,9 +56,17 @@ impl From<ProfileRow> for Profile {
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.
 /// `2026-11-27T16:17:39.120Z`: a fixed width that clients can parse and sort.
 pub fn timestamp<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-    match rfc3339_millis(*at) {
-        Some(text) => serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
-        None => serializer.serialize_str(&at.to_chrono().to_rfc3339_opts(SecondsFormat::Millis, true)),
+    with_timestamp_text(*at, |text| {
+        serializer.serialize_str(std::str::from_utf8(text).map_err(serde::ser::Error::custom)?)
+    })
+}
+
+/// Hands [`timestamp`]'s text to `write`: the fixed-width fast path where it
+/// applies, chrono's formatter otherwise (the years it leaves out).
+fn with_timestamp_text<R>(at: Timestamp, write: impl FnOnce(&[u8]) -> R) -> R {
+    match rfc3339_millis(at) {
+        Some(text) => write(&text),
+        None => write(at.to_chrono().to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes()),
     }
 }
 
