@@ -4,9 +4,16 @@
 //! `conduit seed --scale s|l [--seed N]` uses the server's configuration
 //! (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`), applies the
 //! migrations, refuses a database that already has users or tags, then streams every
-//! table through `COPY ... FROM STDIN` (text format, a few MB per message) and runs
-//! `VACUUM (ANALYZE)`: statistics for the planner, and a visibility map so that
-//! index-only scans need no heap fetches, as on a table autovacuum has visited.
+//! table through `COPY ... FROM STDIN` (text format, a few MB per message), then
+//! compacts it and runs `VACUUM (ANALYZE)`: statistics for the planner, and a
+//! visibility map so that index-only scans need no heap fetches, as on a table
+//! autovacuum has visited.
+//! - Compacting (`VACUUM (FULL)`): the counters' triggers update an author's or an
+//!   article's row once per article, favorite or follow copied, and within one
+//!   `COPY` none of those versions can be pruned. That left the tables and their
+//!   indexes about half empty (at scale L, articles 61,699 pages against 31,404
+//!   compacted), which no restored or steadily vacuumed database looks like: a
+//!   feed at L touched 494 buffers where 389 do.
 //!
 //! - Scale `s`: 1,000 users, 10,000 articles (0–5 tags each from a pool of 50,
 //!   Zipf-like), 50,000 favorites, 20,000 follows, 20,000 comments. Scale `l`: ×100
@@ -200,6 +207,7 @@ async fn seed(connect: PgConnectOptions, options: Options) -> anyhow::Result<()>
     let generator = Generator::new(options, Utc::now());
     generator.copy_all(&mut conn, &hash).await?;
     timed("sequences", fix_sequences(&mut conn)).await?;
+    timed("compact", sqlx::query("VACUUM (FULL)").execute(&mut conn)).await?;
     timed("vacuum", sqlx::query("VACUUM (ANALYZE)").execute(&mut conn)).await?;
     conn.close().await.ok();
     println!("seeded in {:.1} s; every user's password is {PASSWORD:?}", started.elapsed().as_secs_f64());
