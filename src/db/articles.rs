@@ -44,24 +44,41 @@ pub struct ListQuery<'a> {
     pub offset: i64,
 }
 
+/// One article, with its body, as the viewer (`$2`) sees it; `$condition` picks
+/// it by `$1`.
+macro_rules! article_where {
+    ($condition:literal, $key:expr, $viewer:expr) => {
+        sqlx::query_as!(
+            ArticleRow,
+            r#"SELECT a.slug, a.title, a.description, b.body AS "body?", a.created_at AS "created_at: Timestamp",
+                      a.updated_at AS "updated_at: Timestamp", a.tag_list,
+                      EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
+                      a.favorites_count,
+                      u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
+                      EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
+               FROM articles a JOIN users u ON u.id = a.author_id JOIN article_bodies b ON b.article_id = a.id
+               WHERE "# + $condition,
+            $key,
+            $viewer
+        )
+    };
+}
+
 /// The article with `slug`, with its body, as `viewer` sees it.
 #[tracing::instrument(skip(db))]
 pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ArticleRow,
-        r#"SELECT a.slug, a.title, a.description, b.body AS "body?", a.created_at AS "created_at: Timestamp",
-                  a.updated_at AS "updated_at: Timestamp", a.tag_list,
-                  EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
-                  a.favorites_count,
-                  u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
-                  EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
-           FROM articles a JOIN users u ON u.id = a.author_id JOIN article_bodies b ON b.article_id = a.id
-           WHERE a.slug = $1"#,
-        slug,
-        viewer
-    )
-    .fetch_optional(db)
-    .await
+    article_where!("a.slug = $1", slug, viewer).fetch_optional(db).await
+}
+
+/// The article `id`, as [`get`] shows it: for reading an article back after a
+/// write that found it by a slug it may no longer have.
+#[tracing::instrument(skip(db))]
+pub async fn get_by_id(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    viewer: Option<i64>,
+) -> Result<Option<ArticleRow>, sqlx::Error> {
+    article_where!("a.id = $1", id, viewer).fetch_optional(db).await
 }
 
 /// One row of a list statement: the total and the viewer's existence on every
@@ -381,33 +398,32 @@ pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<De
     })
 }
 
-/// Marks the article as a favorite of `user`; twice is a no-op. `false` when
-/// there is no such article.
+/// Marks the article as a favorite of `user`; twice is a no-op. The article's
+/// id, `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn favorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<bool, sqlx::Error> {
-    let found = sqlx::query_scalar!(
+pub async fn favorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
         r#"WITH target AS (SELECT id FROM articles WHERE slug = $1),
                 added AS (INSERT INTO favorites (user_id, article_id) SELECT $2, id FROM target ON CONFLICT DO NOTHING)
-           SELECT EXISTS (SELECT 1 FROM target) AS "found!""#,
+           SELECT id AS "id!" FROM target"#,
         slug,
         user
     )
-    .fetch_one(db)
-    .await?;
-    Ok(found)
+    .fetch_optional(db)
+    .await
 }
 
-/// Removes the favorite; twice is a no-op. `false` when there is no such article.
+/// Removes the favorite; twice is a no-op. The article's id, `None` when there
+/// is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn unfavorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<bool, sqlx::Error> {
-    let found = sqlx::query_scalar!(
+pub async fn unfavorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
         r#"WITH target AS (SELECT id FROM articles WHERE slug = $1),
                 removed AS (DELETE FROM favorites f USING target t WHERE f.article_id = t.id AND f.user_id = $2)
-           SELECT EXISTS (SELECT 1 FROM target) AS "found!""#,
+           SELECT id AS "id!" FROM target"#,
         slug,
         user
     )
-    .fetch_one(db)
-    .await?;
-    Ok(found)
+    .fetch_optional(db)
+    .await
 }

@@ -436,10 +436,9 @@ pub async fn favorite(
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    if !db::articles::favorite(&state.db, &slug, user.id).await? {
-        return Err(Error::NotFound("article"));
-    }
-    one(db::articles::get(&state.db, &slug, Some(user.id)).await?)
+    let id = db::articles::favorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
+    // By id: the article may have been renamed since.
+    one(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
 }
 
 /// Unfavorite an article; idempotent.
@@ -459,10 +458,8 @@ pub async fn unfavorite(
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
     super::ensure_caller_exists(&state.db, &user).await?;
-    if !db::articles::unfavorite(&state.db, &slug, user.id).await? {
-        return Err(Error::NotFound("article"));
-    }
-    one(db::articles::get(&state.db, &slug, Some(user.id)).await?)
+    let id = db::articles::unfavorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
+    one(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
 }
 
 #[cfg(test)]

@@ -806,6 +806,41 @@ async fn favoriting_an_unknown_article_is_404() {
 }
 
 #[tokio::test]
+async fn favoriting_answers_with_the_article_even_if_it_was_renamed_meanwhile() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let ann = app.register("ann").await;
+    app.create_article(&jake, "Dragons", &[]).await;
+    // A rename that lands between the write and the answer, made certain: each
+    // change to a favorite renames its article in the same statement.
+    sqlx::raw_sql(
+        "CREATE FUNCTION rename_favorited() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             UPDATE articles SET slug = 'renamed-' || slug
+             WHERE id = COALESCE(NEW.article_id, OLD.article_id);
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER rename_favorited AFTER INSERT OR DELETE ON favorites
+             FOR EACH ROW EXECUTE FUNCTION rename_favorited();",
+    )
+    .execute(&app.db)
+    .await
+    .expect("install the renaming trigger");
+
+    let response = app.post("/api/articles/dragons/favorite", Some(&ann), json!({})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["article"]["slug"], "renamed-dragons");
+    assert_eq!(response.body["article"]["favorited"], true);
+    assert_eq!(response.body["article"]["favoritesCount"], 1);
+
+    let response = app.delete("/api/articles/renamed-dragons/favorite", Some(&ann)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body["article"]["slug"], "renamed-renamed-dragons");
+    assert_eq!(response.body["article"]["favorited"], false);
+    assert_eq!(response.body["article"]["favoritesCount"], 0);
+}
+
+#[tokio::test]
 async fn favorite_accepts_an_empty_json_body() {
     let app = TestApp::new().await;
     let jake = app.register("jake").await;
