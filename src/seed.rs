@@ -5,7 +5,7 @@
 //! (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`), applies the
 //! migrations, refuses a database that already has users or tags, then streams every
 //! table through `COPY ... FROM STDIN` (text format, a few MB per message), then
-//! compacts it and runs `VACUUM (ANALYZE)`: statistics for the planner, and a
+//! compacts the tables and runs `VACUUM (ANALYZE)`: statistics for the planner, and a
 //! visibility map so that index-only scans need no heap fetches, as on a table
 //! autovacuum has visited.
 //! - Compacting (`VACUUM (FULL)`): the counters' triggers update an author's or an

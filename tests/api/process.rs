@@ -201,7 +201,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     assert_eq!(mismatched, 0);
     assert!(tagged > 5_000, "{tagged} articles with tags");
     // The counters' triggers rewrote these rows while copying; the seed compacts
-    // them: the rows fill the table's pages (about half before compacting).
+    // them: the rows fill the table's pages (a third to a half before compacting).
     for table in ["users", "articles"] {
         let density: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT sum(pg_column_size(t.*))::float8 / pg_relation_size('{table}') FROM {table} t"
