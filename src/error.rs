@@ -132,16 +132,21 @@ impl Error {
 }
 
 /// Constraint violations are the client's fault and get their 4xx; a pool that
-/// lent no connection in time is a 503; anything else from the database is internal.
+/// lent no connection in time, or a statement cancelled for running too long, is
+/// a 503; anything else from the database is internal.
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         if matches!(err, sqlx::Error::PoolTimedOut) {
             return Self::Unavailable;
         }
         let Some(db) = err.as_database_error() else { return Self::Database(err) };
-        // 22021: a NUL byte or invalid UTF-8 in a value the client sent.
-        if db.code().as_deref() == Some("22021") {
-            return Self::request(StatusCode::BAD_REQUEST, "text may not contain NUL characters");
+        match db.code().as_deref() {
+            // A NUL byte or invalid UTF-8 in a value the client sent.
+            Some("22021") => return Self::request(StatusCode::BAD_REQUEST, "text may not contain NUL characters"),
+            // Cancelled: it ran past `statement_timeout`, the request's time limit
+            // (see `db::open`), or an operator cancelled it.
+            Some("57014") => return Self::TimedOut,
+            _ => {}
         }
         let field_error = |field: &str, message: &str| Self::Validation(ValidationErrors::single(field, message));
         match db.constraint() {

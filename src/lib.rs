@@ -53,9 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
-    let db = db::connect(options.clone(), config.db_max_connections).await.context("connecting to PostgreSQL")?;
-    db::MIGRATOR.run(&db).await.context("applying database migrations")?;
-    let reads = db::Reads::new(options, config.db_max_connections);
+    let (db, reads) = db::open(options, config.db_max_connections, config.request_timeout).await?;
     let state = AppState {
         db: db.clone(),
         reads: reads.clone(),

@@ -15,8 +15,11 @@ pub mod users;
 pub use reads::Reads;
 pub use timestamp::Timestamp;
 
+use std::time::Duration;
+
+use anyhow::Context as _;
 use sqlx::{
-    PgPool,
+    Connection as _, PgConnection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -38,6 +41,36 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 ///
 pub(crate) fn session_options(options: PgConnectOptions) -> PgConnectOptions {
     options.application_name("conduit").options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
+}
+
+/// Applies the migrations, then opens the pool for writes ([`connect`]) and the
+/// one for reads ([`Reads`]), both with at most `max_connections` connections.
+///
+/// PostgreSQL cancels any statement of theirs that runs longer than
+/// `statement_timeout` (the request's time limit): when a request times out, its
+/// future is dropped, but its statement would otherwise run on, holding a backend
+/// and its locks, and its connection could not serve another request until it
+/// finished. A cancelled statement is answered like the timeout itself (a 503).
+/// The migrations run on a connection of their own without that limit: one may
+/// rewrite a large table.
+pub async fn open(
+    options: PgConnectOptions,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> anyhow::Result<(PgPool, Reads)> {
+    let mut conn =
+        PgConnection::connect_with(&session_options(options.clone())).await.context("connecting to PostgreSQL")?;
+    MIGRATOR.run(&mut conn).await.context("applying database migrations")?;
+    conn.close().await.context("closing the migrations' connection")?;
+    let options = with_statement_timeout(options, statement_timeout);
+    let writes = connect(options.clone(), max_connections).await.context("connecting to PostgreSQL")?;
+    Ok((writes, Reads::new(options, max_connections)))
+}
+
+/// `options` with PostgreSQL's `statement_timeout` set to `timeout`, at least
+/// 1 ms (0 would turn the limit off).
+pub fn with_statement_timeout(options: PgConnectOptions, timeout: Duration) -> PgConnectOptions {
+    options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))])
 }
 
 /// The pool for writes (and anything else that is not a one-statement read,

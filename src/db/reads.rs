@@ -9,8 +9,9 @@
 //!
 //! Only a lease dropped without it (the handler's future was cancelled: the
 //! client left, or the request timed out) pays for the ping, in a task of its
-//! own: the ping waits for the abandoned statement to finish, then the connection
-//! is pooled again, or closed if it does not answer within [`RECOVER_TIMEOUT`].
+//! own: the ping waits for the abandoned statement to finish (PostgreSQL cancels
+//! it at the request's time limit, see [`super::open`]), then the connection is
+//! pooled again, or closed if it does not answer within [`RECOVER_TIMEOUT`].
 //! The lease's slot stays taken meanwhile, so abandoned statements cannot pile
 //! up beyond the pool's size.
 //!

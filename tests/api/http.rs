@@ -277,6 +277,71 @@ async fn a_request_that_takes_too_long_is_503_not_408_in_the_error_format() {
     assert_eq!(response.headers["access-control-allow-origin"], "*", "browsers can read the timeout");
 }
 
+/// How many backends of this test's database wait for a lock.
+async fn waiting_for_a_lock(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count waiting backends")
+}
+
+#[tokio::test]
+async fn statements_still_waiting_when_their_request_times_out_are_cancelled_in_postgresql() {
+    let app =
+        TestApp::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(1) })
+            .await;
+    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ('jake', 'jake@jake.jake', 'x')")
+        .execute(&app.db)
+        .await
+        .expect("insert jake");
+    let mut lock = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
+
+    // A read (the reads' pool) and a write (the write pool) that both wait on the lock.
+    let celeb = json!({"user": {"username": "celeb", "email": "celeb@example.com", "password": PASSWORD}});
+    let (read, write, waited) =
+        tokio::join!(app.get("/api/profiles/jake", None), app.post("/api/users", None, celeb), async {
+            let mut most = 0;
+            for _ in 0..40 {
+                most = most.max(waiting_for_a_lock(&app).await);
+                if most == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        });
+    assert_json_error(&read, StatusCode::SERVICE_UNAVAILABLE, "server");
+    assert_json_error(&write, StatusCode::SERVICE_UNAVAILABLE, "server");
+    assert_eq!(waited, 2, "both statements reached PostgreSQL and waited");
+
+    // The lock is still held: only a cancelled statement stops waiting for it.
+    let mut waiting = waiting_for_a_lock(&app).await;
+    for _ in 0..100 {
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiting = waiting_for_a_lock(&app).await;
+    }
+    assert_eq!(waiting, 0, "statements still wait for the lock after their requests ended");
+    lock.rollback().await.expect("rollback");
+    assert_eq!(app.get("/api/profiles/jake", None).await.status, StatusCode::OK, "the connections serve again");
+    assert_eq!(app.count("users").await, 1, "the registration was rolled back");
+}
+
+#[tokio::test]
+async fn a_statement_postgresql_cancelled_for_its_time_limit_is_a_503_to_retry() {
+    let app = TestApp::new().await;
+    let options = conduit::db::with_statement_timeout(app.options.clone(), Duration::from_millis(50));
+    let pool = conduit::db::connect(options, 1).await.expect("connect");
+    let err = sqlx::query("SELECT pg_sleep(5)").execute(&pool).await.expect_err("cancelled after 50 ms");
+    let err = conduit::error::Error::from(err);
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+}
+
 #[tokio::test]
 async fn an_array_where_an_object_is_expected_is_422() {
     // Found by schemathesis and review: serde reads a struct from an array of its

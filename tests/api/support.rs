@@ -101,11 +101,10 @@ impl TestApp {
             .await
             .expect("create test database");
         conn.close().await.ok();
-        let db = conduit::db::connect(admin.clone().database(&name), 5).await.expect("connect to test database");
-        conduit::db::MIGRATOR.run(&db).await.expect("migrate");
-        let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
         let options_db = admin.clone().database(&name);
-        let reads = Reads::new(options_db.clone(), 5);
+        let (db, reads) =
+            conduit::db::open(options_db.clone(), 5, options.request_timeout).await.expect("open the test database");
+        let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
         let state =
             AppState { db: db.clone(), reads: reads.clone(), jwt, hasher: PasswordHasher::new(2).expect("hasher") };
         Self { router: app::router(state, &options), db, reads, options: options_db, name, admin }
