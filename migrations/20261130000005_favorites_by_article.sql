@@ -5,8 +5,8 @@
 -- the same leaf. At a million articles (bench/run's scale L) those leaves are
 -- spread over 120 MB and each probe missed the CPU's caches: with this index
 -- single-column, PostgreSQL probes through the primary key, and under pgbench the
--- feed served 7-19% more requests per second at scale L (2-5% at S), and through
--- the server its p50 fell 5-17% at L, in interleaved rounds (README, "Performance").
+-- feed served 9-22% more requests per second at scale L (2-5% at S), and through
+-- the server its p50 fell 7-17% at L, in interleaved rounds (README, "Performance").
 --
 -- The index by article stays, for what finds favorites by their article alone:
 -- deleting an article deletes its favorites through it (the foreign key).
