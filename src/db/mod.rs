@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::{
-    Connection as _, PgConnection, PgPool,
+    PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -51,17 +51,17 @@ pub(crate) fn session_options(options: PgConnectOptions) -> PgConnectOptions {
 /// future is dropped, but its statement would otherwise run on, holding a backend
 /// and its locks, and its connection could not serve another request until it
 /// finished. A cancelled statement is answered like the timeout itself (a 503).
-/// The migrations run on a connection of their own without that limit: one may
-/// rewrite a large table.
+/// The migrations run in a pool of one connection of their own, without that
+/// limit (one may rewrite a large table), and like the write pool it waits a few
+/// seconds for a database that is still starting.
 pub async fn open(
     options: PgConnectOptions,
     max_connections: u32,
     statement_timeout: Duration,
 ) -> anyhow::Result<(PgPool, Reads)> {
-    let mut conn =
-        PgConnection::connect_with(&session_options(options.clone())).await.context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&mut conn).await.context("applying database migrations")?;
-    conn.close().await.context("closing the migrations' connection")?;
+    let migrations = connect(options.clone(), 1).await.context("connecting to PostgreSQL")?;
+    MIGRATOR.run(&migrations).await.context("applying database migrations")?;
+    migrations.close().await;
     let options = with_statement_timeout(options, statement_timeout);
     let writes = connect(options.clone(), max_connections).await.context("connecting to PostgreSQL")?;
     Ok((writes, Reads::new(options, max_connections)))
