@@ -251,6 +251,20 @@ async fn an_internal_error_is_500_in_the_error_format_without_details() {
     assert_content_type(&response, JSON_UTF8);
 }
 
+/// Inserts user jake, then locks the users table until the returned transaction
+/// ends: any statement that reads or writes users waits meanwhile. jake is
+/// inserted directly, as registering through the API hashes a password, which may
+/// itself take longer than a short time limit.
+async fn jake_behind_a_lock(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ('jake', 'jake@jake.jake', 'x')")
+        .execute(&app.db)
+        .await
+        .expect("insert jake");
+    let mut lock = app.db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
+    lock
+}
+
 #[tokio::test]
 async fn a_request_that_takes_too_long_is_503_not_408_in_the_error_format() {
     let app = TestApp::with_options(HttpOptions {
@@ -258,14 +272,8 @@ async fn a_request_that_takes_too_long_is_503_not_408_in_the_error_format() {
         request_timeout: Duration::from_millis(300),
     })
     .await;
-    // Registering through the API hashes a password, which may itself take longer than that.
-    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ('jake', 'jake@jake.jake', 'x')")
-        .execute(&app.db)
-        .await
-        .expect("insert jake");
-    // Hold a lock on the users table so that reading a profile waits past the timeout.
-    let mut lock = app.db.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
+    // Reading the profile waits for the lock, past the timeout.
+    let lock = jake_behind_a_lock(&app).await;
     let request = Request::builder()
         .uri("/api/profiles/jake")
         .header(header::ORIGIN, "http://localhost:4200")
@@ -292,12 +300,7 @@ async fn statements_still_waiting_when_their_request_times_out_are_cancelled_in_
     let app =
         TestApp::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(1) })
             .await;
-    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ('jake', 'jake@jake.jake', 'x')")
-        .execute(&app.db)
-        .await
-        .expect("insert jake");
-    let mut lock = app.db.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
+    let lock = jake_behind_a_lock(&app).await;
 
     // A read (the reads' pool) and a write (the write pool) that both wait on the lock.
     let celeb = json!({"user": {"username": "celeb", "email": "celeb@example.com", "password": PASSWORD}});

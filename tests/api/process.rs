@@ -175,7 +175,8 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     assert!(!again.status.success(), "a seeded database is refused");
 
     let pg = conduit::embedded_pg::EmbeddedPostgres::start(&data_dir).await.expect("start the seeded cluster");
-    let db = conduit::db::connect(pg.connect_options(), 2).await.expect("connect");
+    let (db, reads) =
+        conduit::db::open(pg.connect_options(), 2, Duration::from_secs(30)).await.expect("open the seeded database");
     for (table, expected) in
         [("users", 1_000), ("articles", 10_000), ("favorites", 50_000), ("follows", 20_000), ("comments", 20_000)]
     {
@@ -218,7 +219,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     ));
     let state = conduit::app::AppState {
         db: db.clone(),
-        reads: conduit::db::Reads::new(pg.connect_options(), 2),
+        reads,
         jwt,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
     };
