@@ -9,6 +9,7 @@ pub mod comments;
 pub mod profiles;
 mod reads;
 pub mod tags;
+mod text_array;
 mod timestamp;
 pub mod users;
 

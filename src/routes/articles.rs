@@ -10,12 +10,15 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    db::{self, Reads, Timestamp, articles::ArticleRow},
+    db::{
+        self, Reads, Timestamp,
+        articles::{ArticleRow, ListedArticle},
+    },
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, Json, Page, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
-    routes::{Profile, json_writer::JsonWriter},
+    routes::{Profile, ProfileRef, json_writer::JsonWriter},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,13 +84,14 @@ pub struct Article {
 }
 
 /// An article in a list: everything but the body.
+// Borrowed from the page's rows (`db::articles::ArticlePage`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ArticleSummary {
-    slug: String,
-    title: String,
-    description: String,
-    tag_list: Vec<String>,
+pub struct ArticleSummary<'a> {
+    slug: &'a str,
+    title: &'a str,
+    description: &'a str,
+    tag_list: Vec<&'a str>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
@@ -96,7 +100,8 @@ pub struct ArticleSummary {
     updated_at: Timestamp,
     favorited: bool,
     favorites_count: i64,
-    author: Profile,
+    #[schema(value_type = Profile)]
+    author: ProfileRef<'a>,
 }
 
 fn author(row: &mut ArticleRow) -> Profile {
@@ -108,12 +113,12 @@ fn author(row: &mut ArticleRow) -> Profile {
     }
 }
 
-impl ArticleSummary {
+impl ArticleSummary<'_> {
     fn write_json(&self, out: &mut JsonWriter) {
         out.object(|o| {
-            o.key("slug").string(&self.slug);
-            o.key("title").string(&self.title);
-            o.key("description").string(&self.description);
+            o.key("slug").string(self.slug);
+            o.key("title").string(self.title);
+            o.key("description").string(self.description);
             o.key("tagList").strings(&self.tag_list);
             o.key("createdAt").timestamp(self.created_at);
             o.key("updatedAt").timestamp(self.updated_at);
@@ -126,7 +131,7 @@ impl ArticleSummary {
 
 /// Written by hand ([`JsonWriter`]), as serde would write it: the pages are the
 /// largest responses, and the most requested.
-impl IntoResponse for ArticlesResponse {
+impl IntoResponse for ArticlesResponse<'_> {
     fn into_response(self) -> Response {
         // About 400 bytes an article: one allocation for the whole page.
         let mut out = JsonWriter::with_capacity(64 + 512 * self.articles.len());
@@ -156,19 +161,23 @@ impl From<ArticleRow> for Article {
     }
 }
 
-impl From<ArticleRow> for ArticleSummary {
-    fn from(mut row: ArticleRow) -> Self {
-        let author = author(&mut row);
+impl<'a> From<ListedArticle<'a>> for ArticleSummary<'a> {
+    fn from(article: ListedArticle<'a>) -> Self {
         Self {
-            slug: row.slug,
-            title: row.title,
-            description: row.description,
-            tag_list: row.tag_list,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            favorited: row.favorited,
-            favorites_count: row.favorites_count,
-            author,
+            slug: article.slug,
+            title: article.title,
+            description: article.description,
+            tag_list: article.tag_list,
+            created_at: article.created_at,
+            updated_at: article.updated_at,
+            favorited: article.favorited,
+            favorites_count: article.favorites_count,
+            author: ProfileRef {
+                username: article.author_username,
+                bio: article.author_bio,
+                image: article.author_image,
+                following: article.author_following,
+            },
         }
     }
 }
@@ -180,8 +189,8 @@ pub struct ArticleResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ArticlesResponse {
-    articles: Vec<ArticleSummary>,
+pub struct ArticlesResponse<'a> {
+    articles: Vec<ArticleSummary<'a>>,
     /// The number of all matching articles, not only this page.
     articles_count: i64,
 }
@@ -192,12 +201,13 @@ fn one(row: Option<ArticleRow>) -> Result<Json<ArticleResponse>> {
 }
 
 /// The page as a response; 401 when the viewer's token outlived their account.
-fn many(page: db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<ArticlesResponse> {
+/// Written here, as it borrows from the page.
+fn many(page: &db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<Response> {
     if viewer.is_some() && !page.viewer_exists {
         return Err(Error::Unauthorized);
     }
-    let articles = page.articles.into_iter().map(ArticleSummary::from).collect();
-    Ok(ArticlesResponse { articles, articles_count: page.total })
+    let articles = page.articles()?.into_iter().map(ArticleSummary::from).collect();
+    Ok(ArticlesResponse { articles, articles_count: page.total }.into_response())
 }
 
 /// Articles, newest first, filtered by `tag`, `author` and `favorited` (combined
@@ -217,7 +227,7 @@ pub async fn list(
     viewer: Option<AuthUser>,
     filters: ArticleFilters,
     page: Page,
-) -> Result<ArticlesResponse> {
+) -> Result<Response> {
     let query = db::articles::ListQuery {
         tag: filters.tag.as_deref(),
         author: filters.author.as_deref(),
@@ -228,7 +238,7 @@ pub async fn list(
     };
     let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, viewer.as_ref().map(|v| v.id)).await;
-    many(conn.release(rows)?, viewer.as_ref())
+    many(&conn.release(rows)?, viewer.as_ref())
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -241,11 +251,11 @@ pub async fn list(
         (status = 422, response = ValidationFailed),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
-pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Result<ArticlesResponse> {
+pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Result<Response> {
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
     let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, Some(user.id)).await;
-    many(conn.release(rows)?, Some(&user))
+    many(&conn.release(rows)?, Some(&user))
 }
 
 /// One article. Auth is optional.
@@ -468,36 +478,39 @@ mod tests {
     use chrono::TimeZone as _;
     use http_body_util::BodyExt as _;
 
-    use super::{ArticleSummary, ArticlesResponse, Profile};
+    use super::{ArticleSummary, ArticlesResponse, ProfileRef};
 
-    fn summary(text: &str, tags: &[&str], following: bool) -> ArticleSummary {
+    /// An article's text fields, made from `text`: slug, description, author, bio.
+    fn texts(text: &str) -> [String; 4] {
+        [format!("{text}-slug"), format!("{text} described"), format!("{text} author"), format!("{text} bio")]
+    }
+
+    fn summary<'a>(text: &'a str, texts: &'a [String; 4], tags: &[&'a str], following: bool) -> ArticleSummary<'a> {
         let at = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 18, 30, 0).single().expect("valid date");
+        let [slug, description, username, bio] = texts;
         ArticleSummary {
-            slug: format!("{text}-slug"),
-            title: text.to_owned(),
-            description: format!("{text} described"),
-            tag_list: tags.iter().map(|&tag| tag.to_owned()).collect(),
+            slug,
+            title: text,
+            description,
+            tag_list: tags.to_vec(),
             created_at: at.into(),
             updated_at: (at + chrono::Duration::milliseconds(1234)).into(),
             favorited: following,
             favorites_count: 7,
-            author: Profile {
-                username: format!("{text} author"),
-                bio: format!("{text} bio"),
-                image: String::new(),
-                following,
-            },
+            author: ProfileRef { username, bio, image: "", following },
         }
     }
 
     #[tokio::test]
     async fn a_page_is_written_byte_for_byte_as_serde_writes_it() {
+        let odd = "quote \" back\\slash\nline\ttab \u{1} \u{e9} \u{1f980}";
+        let (plain_texts, odd_texts) = (texts("plain"), texts(odd));
         for page in [
             ArticlesResponse { articles: vec![], articles_count: 0 },
             ArticlesResponse {
                 articles: vec![
-                    summary("plain", &["rust", "web"], true),
-                    summary("quote \" back\\slash\nline\ttab \u{1} é 🦀", &["c\"d", ""], false),
+                    summary("plain", &plain_texts, &["rust", "web"], true),
+                    summary(odd, &odd_texts, &["c\"d", ""], false),
                 ],
                 articles_count: 12_345,
             },

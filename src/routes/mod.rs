@@ -38,10 +38,26 @@ pub struct Profile {
 
 impl Profile {
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
+        let Self { username, bio, image, following } = self;
+        ProfileRef { username, bio, image, following: *following }.write_json(out);
+    }
+}
+
+/// A [`Profile`] borrowed from the row it was read from.
+#[derive(Debug, Serialize)]
+pub struct ProfileRef<'a> {
+    pub username: &'a str,
+    pub bio: &'a str,
+    pub image: &'a str,
+    pub following: bool,
+}
+
+impl ProfileRef<'_> {
+    fn write_json(&self, out: &mut json_writer::JsonWriter) {
         out.object(|o| {
-            o.key("username").string(&self.username);
-            o.key("bio").string(&self.bio);
-            o.key("image").string(&self.image);
+            o.key("username").string(self.username);
+            o.key("bio").string(self.bio);
+            o.key("image").string(self.image);
             o.key("following").bool(self.following);
         });
     }

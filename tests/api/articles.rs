@@ -575,6 +575,50 @@ async fn list_items_are_seen_by_the_viewer() {
     assert_eq!(read.body["article"]["author"]["following"], false);
 }
 
+/// Every field of a listed article comes from its own column: each field here
+/// has a value no other field has, so that a column read in the wrong place
+/// shows, in every kind of list and for each viewer.
+#[tokio::test]
+async fn a_listed_article_is_the_single_article_without_its_body_in_every_list() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let ann = app.register("ann").await;
+    let bob = app.register("bob").await;
+    let profile = json!({"user": {"bio": "Dragon keeper", "image": "https://example.com/jake.png"}});
+    assert_eq!(app.put("/api/user", Some(&jake), profile).await.status, StatusCode::OK);
+    let tags = ["z\u{e9}ro \u{1f980}", "with \"quotes\", {braces}", "back\\slash"];
+    let created = create(
+        &app,
+        &jake,
+        json!({"title": "How to Train", "description": "Ever wonder?",
+        "body": "Believe", "tagList": tags}),
+    )
+    .await;
+    let slug = created.body["article"]["slug"].as_str().expect("slug").to_owned();
+    let later = update(&app, &jake, &slug, json!({"description": "Ever wondered?"})).await;
+    assert_ne!(later.body["article"]["updatedAt"], later.body["article"]["createdAt"]);
+    app.follow(&ann, "jake").await;
+    app.favorite(&bob, &slug).await;
+
+    for (viewer, token) in [("anonymous", None), ("a follower", Some(&ann)), ("a fan", Some(&bob))] {
+        let mut expected = get(&app, &slug, token.map(String::as_str)).await.body["article"].clone();
+        expected.as_object_mut().expect("an article").remove("body");
+        let mut lists = vec![
+            "/api/articles".to_owned(),
+            "/api/articles?author=jake".to_owned(),
+            "/api/articles?favorited=bob".to_owned(),
+            "/api/articles?tag=back%5Cslash".to_owned(),
+        ];
+        if token == Some(&ann) {
+            lists.push("/api/articles/feed".to_owned());
+        }
+        for uri in lists {
+            let listed = app.get(&uri, token.map(String::as_str)).await;
+            assert_eq!(listed.body["articles"], json!([expected]), "{uri} as {viewer}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn filters_combine_with_and() {
     let app = TestApp::new().await;
