@@ -135,7 +135,7 @@ pub async fn get_by_id(
 /// The columns of a list statement, in order: the total and the viewer's
 /// existence on every row, the article's columns NULL on the single row of an
 /// empty page. The statements are checked against these names and types at
-/// compile time (see `checked_query!`); [`column`] holds their positions, which
+/// compile time (see `checked_query!`); [`column`](mod@column) holds their positions, which
 /// [`ArticlePage::articles`] reads (the API test
 /// `a_listed_article_is_the_single_article_without_its_body_in_every_list`
 /// fails if a position is wrong).
