@@ -11,8 +11,7 @@ pub struct ArticleRow {
     pub slug: String,
     pub title: String,
     pub description: String,
-    /// `None` in lists, which omit the body.
-    pub body: Option<String>,
+    pub body: String,
     pub tag_list: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -101,7 +100,7 @@ macro_rules! article_where {
     ($condition:literal, $key:expr, $viewer:expr) => {
         sqlx::query_as!(
             ArticleRow,
-            r#"SELECT a.slug, a.title, a.description, b.body AS "body?", a.created_at AS "created_at: Timestamp",
+            r#"SELECT a.slug, a.title, a.description, b.body, a.created_at AS "created_at: Timestamp",
                       a.updated_at AS "updated_at: Timestamp", a.tag_list,
                       EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                       a.favorites_count,
@@ -136,7 +135,8 @@ pub async fn get_by_id(
 /// existence on every row, the article's columns NULL on the single row of an
 /// empty page. The statements are checked against these names and types at
 /// compile time (see `checked_query!`); [`column`](mod@column) holds their positions, which
-/// [`ArticlePage::articles`] reads (the API test
+/// [`ArticlePage::articles`] reads, and their names, which [`list`] checks on
+/// the first row of every page (the API test
 /// `a_listed_article_is_the_single_article_without_its_body_in_every_list`
 /// fails if a position is wrong).
 #[allow(dead_code, reason = "built only by the compile-time check of the list statements, never run")]
@@ -157,8 +157,11 @@ struct ListRow {
     author_following: Option<bool>,
 }
 
-/// The position of each of [`ListRow`]'s columns.
+/// The position of each of [`ListRow`]'s columns, and their names as the
+/// statements alias them.
 mod column {
+    use sqlx::{Column as _, Row as _, postgres::PgRow};
+
     pub const TOTAL: usize = 0;
     pub const VIEWER_EXISTS: usize = 1;
     pub const SLUG: usize = 2;
@@ -173,6 +176,72 @@ mod column {
     pub const AUTHOR_BIO: usize = 11;
     pub const AUTHOR_IMAGE: usize = 12;
     pub const AUTHOR_FOLLOWING: usize = 13;
+
+    /// Each position's column, as the statements name it.
+    pub const NAMES: [&str; 14] = [
+        "total!",
+        "viewer_exists!",
+        "slug?",
+        "title?",
+        "description?",
+        "tag_list?",
+        "created_at?: Timestamp",
+        "updated_at?: Timestamp",
+        "favorited?",
+        "favorites_count?",
+        "author_username?",
+        "author_bio?",
+        "author_image?",
+        "author_following?",
+    ];
+
+    /// An error unless `row` has the columns of [`NAMES`], in that order. Reads
+    /// by position skip sqlx's type checks, and a decoder given another type's
+    /// bytes could read garbage, or panic (sqlx's `bool` indexes its first byte).
+    pub fn check(row: &PgRow) -> Result<(), sqlx::Error> {
+        let names = row.columns().iter().map(|column| column.name());
+        if names.eq(NAMES) {
+            Ok(())
+        } else {
+            let found: Vec<&str> = row.columns().iter().map(|column| column.name()).collect();
+            Err(sqlx::Error::Decode(format!("a list statement's columns are {found:?}, expected {NAMES:?}").into()))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_position_names_its_own_column() {
+            let positions = [
+                (TOTAL, "total"),
+                (VIEWER_EXISTS, "viewer_exists"),
+                (SLUG, "slug"),
+                (TITLE, "title"),
+                (DESCRIPTION, "description"),
+                (TAG_LIST, "tag_list"),
+                (CREATED_AT, "created_at"),
+                (UPDATED_AT, "updated_at"),
+                (FAVORITED, "favorited"),
+                (FAVORITES_COUNT, "favorites_count"),
+                (AUTHOR_USERNAME, "author_username"),
+                (AUTHOR_BIO, "author_bio"),
+                (AUTHOR_IMAGE, "author_image"),
+                (AUTHOR_FOLLOWING, "author_following"),
+            ];
+            for (position, field) in positions {
+                let name = NAMES[position];
+                assert!(
+                    name.strip_prefix(field).is_some_and(|rest| rest.starts_with(['?', '!'])),
+                    "position {position} is {name}, not {field}"
+                );
+            }
+            let mut all: Vec<usize> = positions.iter().map(|&(position, _)| position).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..NAMES.len()).collect::<Vec<_>>());
+        }
+    }
 }
 
 /// A list statement: the CTEs (`$with`, SQL text, defining at least `page`: the
@@ -351,6 +420,7 @@ pub async fn list(
     let mut page = ArticlePage { rows: Vec::with_capacity(capacity(limit)), total: 0, viewer_exists: false };
     while let Some(row) = rows.try_next().await? {
         if page.rows.is_empty() {
+            column::check(&row)?;
             page.total = row.try_get_unchecked(column::TOTAL)?;
             page.viewer_exists = row.try_get_unchecked(column::VIEWER_EXISTS)?;
         }

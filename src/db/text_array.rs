@@ -58,7 +58,10 @@ fn parse(bytes: &[u8]) -> Result<Vec<&str>, BoxDynError> {
     let mut texts = Vec::with_capacity(len.min(rest.len() / 4));
     for _ in 0..len {
         let size = take_i32(&mut rest)?;
-        let size = usize::try_from(size).map_err(|_| "a NULL in a text[]")?;
+        let size = match size {
+            -1 => return Err("a NULL in a text[]".into()),
+            size => usize::try_from(size).map_err(|_| format!("a text[] element of length {size}"))?,
+        };
         let (text, tail) = rest.split_at_checked(size).ok_or("a text[] element past the end of the value")?;
         texts.push(std::str::from_utf8(text)?);
         rest = tail;
@@ -107,9 +110,10 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_array_has_no_dimension_and_no_elements() {
+    fn an_empty_array_has_no_elements_with_or_without_a_dimension() {
         let bytes: Vec<u8> = [0, 0, TEXT_OID as i32].iter().flat_map(|n| n.to_be_bytes()).collect();
         assert_eq!(parse(&bytes).expect("parses"), Vec::<&str>::new());
+        assert_eq!(parse(&sent(&[])).expect("parses"), Vec::<&str>::new());
     }
 
     #[test]
@@ -122,6 +126,9 @@ mod tests {
         longer.push(0);
         assert!(parse(&longer).is_err());
         assert!(parse(&sent(&[Some(b"rust"), None])).is_err());
+        let mut negative = full.clone();
+        negative[20..24].copy_from_slice(&(-2i32).to_be_bytes());
+        assert!(parse(&negative).is_err());
         assert!(parse(&sent(&[Some(b"\xff")])).is_err());
 
         let mut two_dimensions = full.clone();

@@ -150,7 +150,7 @@ impl From<ArticleRow> for Article {
             slug: row.slug,
             title: row.title,
             description: row.description,
-            body: row.body.unwrap_or_default(),
+            body: row.body,
             tag_list: row.tag_list,
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -608,6 +608,7 @@ async fn a_listed_article_is_the_single_article_without_its_body_in_every_list()
             "/api/articles?author=jake".to_owned(),
             "/api/articles?favorited=bob".to_owned(),
             "/api/articles?tag=back%5Cslash".to_owned(),
+            "/api/articles?author=jake&favorited=bob".to_owned(),
         ];
         if token == Some(&ann) {
             lists.push("/api/articles/feed".to_owned());
