@@ -1,6 +1,5 @@
 //! Articles and favorites.
 
-use futures_util::TryStreamExt as _;
 use sqlx::{PgExecutor, Row as _, ValueRef as _, postgres::PgRow};
 
 use super::{Timestamp, text_array::Texts};
@@ -157,25 +156,10 @@ struct ListRow {
     author_following: Option<bool>,
 }
 
-/// The position of each of [`ListRow`]'s columns, and their names as the
-/// statements alias them.
+/// The names of [`ListRow`]'s columns as the statements alias them, in order,
+/// and the position of each.
 mod column {
     use sqlx::{Column as _, Row as _, postgres::PgRow};
-
-    pub const TOTAL: usize = 0;
-    pub const VIEWER_EXISTS: usize = 1;
-    pub const SLUG: usize = 2;
-    pub const TITLE: usize = 3;
-    pub const DESCRIPTION: usize = 4;
-    pub const TAG_LIST: usize = 5;
-    pub const CREATED_AT: usize = 6;
-    pub const UPDATED_AT: usize = 7;
-    pub const FAVORITED: usize = 8;
-    pub const FAVORITES_COUNT: usize = 9;
-    pub const AUTHOR_USERNAME: usize = 10;
-    pub const AUTHOR_BIO: usize = 11;
-    pub const AUTHOR_IMAGE: usize = 12;
-    pub const AUTHOR_FOLLOWING: usize = 13;
 
     /// Each position's column, as the statements name it.
     pub const NAMES: [&str; 14] = [
@@ -195,6 +179,48 @@ mod column {
         "author_following?",
     ];
 
+    pub const TOTAL: usize = position("total!");
+    pub const VIEWER_EXISTS: usize = position("viewer_exists!");
+    pub const SLUG: usize = position("slug?");
+    pub const TITLE: usize = position("title?");
+    pub const DESCRIPTION: usize = position("description?");
+    pub const TAG_LIST: usize = position("tag_list?");
+    pub const CREATED_AT: usize = position("created_at?: Timestamp");
+    pub const UPDATED_AT: usize = position("updated_at?: Timestamp");
+    pub const FAVORITED: usize = position("favorited?");
+    pub const FAVORITES_COUNT: usize = position("favorites_count?");
+    pub const AUTHOR_USERNAME: usize = position("author_username?");
+    pub const AUTHOR_BIO: usize = position("author_bio?");
+    pub const AUTHOR_IMAGE: usize = position("author_image?");
+    pub const AUTHOR_FOLLOWING: usize = position("author_following?");
+
+    /// `name`'s place in [`NAMES`], at compile time: a name that is not there
+    /// fails the build.
+    const fn position(name: &str) -> usize {
+        let mut i = 0;
+        while i < NAMES.len() {
+            if same(NAMES[i].as_bytes(), name.as_bytes()) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("not a column of the list statements")
+    }
+
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
     /// An error unless `row` has the columns of [`NAMES`], in that order. Reads
     /// by position skip sqlx's type checks, and a decoder given another type's
     /// bytes could read garbage, or panic (sqlx's `bool` indexes its first byte).
@@ -205,41 +231,6 @@ mod column {
         } else {
             let found: Vec<&str> = row.columns().iter().map(|column| column.name()).collect();
             Err(sqlx::Error::Decode(format!("a list statement's columns are {found:?}, expected {NAMES:?}").into()))
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn each_position_names_its_own_column() {
-            let positions = [
-                (TOTAL, "total"),
-                (VIEWER_EXISTS, "viewer_exists"),
-                (SLUG, "slug"),
-                (TITLE, "title"),
-                (DESCRIPTION, "description"),
-                (TAG_LIST, "tag_list"),
-                (CREATED_AT, "created_at"),
-                (UPDATED_AT, "updated_at"),
-                (FAVORITED, "favorited"),
-                (FAVORITES_COUNT, "favorites_count"),
-                (AUTHOR_USERNAME, "author_username"),
-                (AUTHOR_BIO, "author_bio"),
-                (AUTHOR_IMAGE, "author_image"),
-                (AUTHOR_FOLLOWING, "author_following"),
-            ];
-            for (position, field) in positions {
-                let name = NAMES[position];
-                assert!(
-                    name.strip_prefix(field).is_some_and(|rest| rest.starts_with(['?', '!'])),
-                    "position {position} is {name}, not {field}"
-                );
-            }
-            let mut all: Vec<usize> = positions.iter().map(|&(position, _)| position).collect();
-            all.sort_unstable();
-            assert_eq!(all, (0..NAMES.len()).collect::<Vec<_>>());
         }
     }
 }
@@ -326,7 +317,7 @@ pub async fn list(
     // Feeds read `limit + offset` rows per followed author; no table holds that
     // many, and the clamp keeps the sum from overflowing bigint (a 500).
     let (limit, offset) = (query.limit, query.offset.min(i64::MAX - 1000));
-    let mut rows = match *query {
+    let statement = match *query {
         ListQuery { feed: true, .. } => {
             list_statement!(
                 // The page's authors are the followed ones, in the statement's one snapshot.
@@ -342,7 +333,6 @@ pub async fn list(
                 limit,
                 offset
             )
-            .fetch(db)
         }
         ListQuery { tag: None, author: None, favorited_by: None, .. } => list_statement!(
             "page AS (SELECT id, created_at FROM articles ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3)",
@@ -351,7 +341,7 @@ pub async fn list(
             limit,
             offset
         )
-        .fetch(db),
+        ,
         ListQuery { tag: Some(tag), author: None, favorited_by: None, .. } => list_statement!(
             "page AS (SELECT article_id AS id, created_at FROM article_tags
                  WHERE tag_id = (SELECT id FROM tags WHERE name = $4)
@@ -362,7 +352,7 @@ pub async fn list(
             offset,
             tag
         )
-        .fetch(db),
+        ,
         ListQuery { tag: None, author: Some(author), favorited_by: None, .. } => list_statement!(
             "page AS (SELECT id, created_at FROM articles
                  WHERE author_id = (SELECT id FROM users WHERE lower(username) = lower($4))
@@ -373,7 +363,7 @@ pub async fn list(
             offset,
             author
         )
-        .fetch(db),
+        ,
         ListQuery { tag: None, author: None, favorited_by: Some(fan), .. } => list_statement!(
             "page AS (SELECT a.id, a.created_at FROM favorites f JOIN articles a ON a.id = f.article_id
                  WHERE f.user_id = (SELECT id FROM users WHERE lower(username) = lower($4))
@@ -384,7 +374,7 @@ pub async fn list(
             offset,
             fan
         )
-        .fetch(db),
+        ,
         // Two or three filters: driven by the author's articles when there is an
         // author, else by the user's favorites (then a tag is the other filter).
         ListQuery { tag, author, favorited_by, .. } => list_statement!(
@@ -414,25 +404,17 @@ pub async fn list(
             author,
             favorited_by
         )
-        .fetch(db),
+        ,
     };
 
-    let mut page = ArticlePage { rows: Vec::with_capacity(capacity(limit)), total: 0, viewer_exists: false };
-    while let Some(row) = rows.try_next().await? {
-        if page.rows.is_empty() {
-            column::check(&row)?;
-            page.total = row.try_get_unchecked(column::TOTAL)?;
-            page.viewer_exists = row.try_get_unchecked(column::VIEWER_EXISTS)?;
-        }
-        page.rows.push(row);
+    let rows = statement.fetch_all(db).await?;
+    let (mut total, mut viewer_exists) = (0, false);
+    if let Some(first) = rows.first() {
+        column::check(first)?;
+        total = first.try_get_unchecked(column::TOTAL)?;
+        viewer_exists = first.try_get_unchecked(column::VIEWER_EXISTS)?;
     }
-    Ok(page)
-}
-
-/// Room for a page of `limit` rows (the API's pages hold at most 100): one
-/// allocation, where collecting a stream grows a vector by doubling.
-fn capacity(limit: i64) -> usize {
-    usize::try_from(limit).map_or(1, |n| n.clamp(1, 100))
+    Ok(ArticlePage { rows, total, viewer_exists })
 }
 
 /// Inserts an article and its body unless `slug` is taken; `None` when it is.

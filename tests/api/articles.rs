@@ -600,21 +600,21 @@ async fn a_listed_article_is_the_single_article_without_its_body_in_every_list()
     app.follow(&ann, "jake").await;
     app.favorite(&bob, &slug).await;
 
-    for (viewer, token) in [("anonymous", None), ("a follower", Some(&ann)), ("a fan", Some(&bob))] {
-        let mut expected = get(&app, &slug, token.map(String::as_str)).await.body["article"].clone();
+    for (viewer, token) in [("anonymous", None), ("a follower", Some(ann.as_str())), ("a fan", Some(bob.as_str()))] {
+        let mut expected = get(&app, &slug, token).await.body["article"].clone();
         expected.as_object_mut().expect("an article").remove("body");
         let mut lists = vec![
-            "/api/articles".to_owned(),
-            "/api/articles?author=jake".to_owned(),
-            "/api/articles?favorited=bob".to_owned(),
-            "/api/articles?tag=back%5Cslash".to_owned(),
-            "/api/articles?author=jake&favorited=bob".to_owned(),
+            "/api/articles",
+            "/api/articles?author=jake",
+            "/api/articles?favorited=bob",
+            "/api/articles?tag=back%5Cslash",
+            "/api/articles?author=jake&favorited=bob",
         ];
-        if token == Some(&ann) {
-            lists.push("/api/articles/feed".to_owned());
+        if token == Some(ann.as_str()) {
+            lists.push("/api/articles/feed");
         }
         for uri in lists {
-            let listed = app.get(&uri, token.map(String::as_str)).await;
+            let listed = app.get(uri, token).await;
             assert_eq!(listed.body["articles"], json!([expected]), "{uri} as {viewer}");
         }
     }
