@@ -29,7 +29,7 @@ use crate::{
     config::CorsOrigins,
     db::Reads,
     error::Error,
-    extract::Json,
+    extract::{self, Json},
     openapi::ApiDoc,
     routes::{articles, comments, health, profiles, tags, users},
 };
@@ -148,6 +148,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
+        .layer(axum::middleware::from_fn_with_state(state.jwt.clone(), extract::authenticate))
         .layer(layers)
         .with_state(state)
 }
@@ -163,7 +164,8 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-requested-with")])
-        .expose_headers([HeaderName::from_static("x-request-id")])
+        // A client in the browser reads `WWW-Authenticate` to learn that its token was refused.
+        .expose_headers([HeaderName::from_static("x-request-id"), header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(3600))
 }
 

@@ -12,7 +12,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::extract::Json;
+use crate::{auth::TokenProblem, extract::Json};
 
 /// Field-level validation failures: field name to messages, in a stable order.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -58,21 +58,25 @@ impl ValidationErrors {
 /// Everything that can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// 401: a required token is missing, or a token is malformed, expired or forged.
-    #[error("authentication required")]
-    Unauthorized,
+    /// 401: a required token is missing, or the one presented was refused.
+    #[error("authentication required: the token {}", .0.message())]
+    Unauthorized(TokenProblem),
     /// 401 on login: one answer for an unknown email and a wrong password.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// 403: the caller is authenticated but does not own the resource.
-    #[error("forbidden")]
-    Forbidden,
+    /// 403: the caller is authenticated but does not own the named kind of
+    /// resource ("article", "comment").
+    #[error("{0} forbidden")]
+    Forbidden(&'static str),
     /// 404 for the named kind of resource ("article", "profile", "comment").
     #[error("{0} not found")]
     NotFound(&'static str),
     /// 422 with field-level messages.
     #[error("validation failed")]
     Validation(ValidationErrors),
+    /// 409: the value of a unique field is taken (`{"username": ["has already been taken"]}`).
+    #[error("conflict")]
+    Conflict(ValidationErrors),
     /// A client error detected outside validation (bad JSON, wrong media type, ...).
     #[error("{message}")]
     Request { status: StatusCode, message: String },
@@ -99,10 +103,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Request { status, .. } => *status,
             Self::Unavailable | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,11 +121,11 @@ impl Error {
 
     fn body(&self) -> ValidationErrors {
         match self {
-            Self::Unauthorized => ValidationErrors::single("token", "is missing, invalid or expired"),
-            Self::InvalidCredentials => ValidationErrors::single("email or password", "is invalid"),
-            Self::Forbidden => ValidationErrors::single("permission", "denied: you are not the owner"),
+            Self::Unauthorized(problem) => ValidationErrors::single("token", problem.message()),
+            Self::InvalidCredentials => ValidationErrors::single("credentials", "invalid"),
+            Self::Forbidden(what) => ValidationErrors::single(what, "forbidden"),
             Self::NotFound(what) => ValidationErrors::single(what, "not found"),
-            Self::Validation(errors) => errors.clone(),
+            Self::Validation(errors) | Self::Conflict(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
             Self::Unavailable => ValidationErrors::single("server", "busy, please try again later"),
             Self::TimedOut => ValidationErrors::single("server", "took too long, please try again later"),
@@ -149,11 +154,12 @@ impl From<sqlx::Error> for Error {
             _ => {}
         }
         let field_error = |field: &str, message: &str| Self::Validation(ValidationErrors::single(field, message));
+        let conflict = |field: &str, message: &str| Self::Conflict(ValidationErrors::single(field, message));
         match db.constraint() {
-            Some("users_username_key") if db.is_unique_violation() => field_error("username", "has already been taken"),
-            Some("users_email_key") if db.is_unique_violation() => field_error("email", "has already been taken"),
+            Some("users_username_key") if db.is_unique_violation() => conflict("username", "has already been taken"),
+            Some("users_email_key") if db.is_unique_violation() => conflict("email", "has already been taken"),
             Some("articles_slug_key") if db.is_unique_violation() => {
-                field_error("title", "an article with the same slug was saved at the same time; please retry")
+                conflict("title", "an article with the same slug was saved at the same time; please retry")
             }
             Some("follows_not_self") => field_error("username", "you cannot follow yourself"),
             // The caller's own row is gone: the token outlived its account.
@@ -162,7 +168,7 @@ impl From<sqlx::Error> for Error {
                 | "comments_author_id_fkey"
                 | "follows_follower_id_fkey"
                 | "favorites_user_id_fkey",
-            ) if db.is_foreign_key_violation() => Self::Unauthorized,
+            ) if db.is_foreign_key_violation() => Self::Unauthorized(TokenProblem::Revoked),
             // The target was deleted by someone else in the meantime.
             Some("favorites_article_id_fkey" | "comments_article_id_fkey" | "article_tags_article_id_fkey")
                 if db.is_foreign_key_violation() =>
@@ -179,7 +185,7 @@ impl From<sqlx::Error> for Error {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"errors": {"email": ["has already been taken"]}}))]
 pub struct ErrorBody {
-    /// Messages by field (or by `body`, `token`, `permission`, ... for errors
+    /// Messages by field (or by `body`, `token`, `credentials`, `article`, ... for errors
     /// that are not about one field).
     #[schema(value_type = std::collections::HashMap<String, Vec<String>>)]
     errors: ValidationErrors,
@@ -196,10 +202,15 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Token"));
+        let challenge = match self {
+            Self::Unauthorized(problem) => Some(problem.challenge()),
+            // Wrong credentials are not a token problem, but the status still
+            // requires a challenge (RFC 9110, 15.5.2).
+            Self::InvalidCredentials => Some(TokenProblem::Missing.challenge()),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -30,6 +30,7 @@ pub const BEARER: &str = "Bearer";
             Unauthorized,
             Forbidden,
             NotFound,
+            Conflict,
             PayloadTooLarge,
             UnsupportedMediaType,
             ValidationFailed,
@@ -102,18 +103,28 @@ pub struct Unavailable(pub ErrorBody);
 #[response(description = "Malformed request: invalid JSON, query string or characters")]
 pub struct BadRequest(pub ErrorBody);
 
-/// A token is required, or the one given is malformed, expired or forged.
+/// A token is required, or the one given is malformed, expired, forged or revoked.
 #[derive(Debug, ToResponse)]
-#[response(description = "Token missing, malformed, expired or forged", headers(("WWW-Authenticate" = String)))]
+#[response(
+    description = "Token missing (`{\"errors\": {\"token\": [\"is missing\"]}}`), or refused: malformed, forged, expired or revoked (`is invalid`, `has expired`, `has been revoked`); wrong credentials on login (`{\"errors\": {\"credentials\": [\"invalid\"]}}`)",
+    headers(("WWW-Authenticate" = String, description = "`Token`, or `Token error=\"invalid_token\", ...` for a refused token"))
+)]
 pub struct Unauthorized(pub ErrorBody);
 
+/// The key names the kind of resource: `{"errors": {"article": ["forbidden"]}}`.
 #[derive(Debug, ToResponse)]
-#[response(description = "The caller does not own the resource")]
+#[response(description = "The caller does not own the resource; the key names its kind (`article`, `comment`)")]
 pub struct Forbidden(pub ErrorBody);
 
+/// The key names the kind of resource: `{"errors": {"profile": ["not found"]}}`.
 #[derive(Debug, ToResponse)]
-#[response(description = "No such resource")]
+#[response(description = "No such resource; the key names its kind (`article`, `profile`, `comment`)")]
 pub struct NotFound(pub ErrorBody);
+
+/// A unique value is taken: `{"errors": {"username": ["has already been taken"]}}`.
+#[derive(Debug, ToResponse)]
+#[response(description = "A unique value is taken by another resource; the key names the field")]
+pub struct Conflict(pub ErrorBody);
 
 #[derive(Debug, ToResponse)]
 #[response(description = "The request body is larger than 1 MiB")]

@@ -9,6 +9,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::TokenProblem;
+
 pub const ISSUER: &str = "conduit";
 pub const AUDIENCE: &str = "conduit-api";
 /// The shortest signing secret accepted, in bytes (HS256's own output size).
@@ -63,14 +65,19 @@ impl JwtKeys {
         Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
-    /// The user id of a valid token; `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<i64> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+    /// The user id of a valid token; why it is refused otherwise.
+    pub fn verify(&self, token: &str) -> Result<i64, TokenProblem> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| match err
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenProblem::Expired,
+            _ => TokenProblem::Invalid,
+        })?;
         let now = jsonwebtoken::get_current_timestamp();
         if data.claims.iat > now + self.validation.leeway {
-            return None; // issued in the future: not ours
+            return Err(TokenProblem::Invalid); // issued in the future: not ours
         }
-        data.claims.sub.parse().ok()
+        data.claims.sub.parse().map_err(|_| TokenProblem::Invalid)
     }
 }
 
@@ -92,13 +99,13 @@ mod tests {
     fn a_signed_token_verifies_to_its_user() {
         let keys = keys(SECRET);
         let token = keys.sign(42).expect("signs");
-        assert_eq!(keys.verify(&token), Some(42));
+        assert_eq!(keys.verify(&token), Ok(42));
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_rejected() {
         let token = keys("another secret of thirty-two bytes!!").sign(1).expect("signs");
-        assert_eq!(keys(SECRET).verify(&token), None);
+        assert_eq!(keys(SECRET).verify(&token), Err(TokenProblem::Invalid));
     }
 
     #[test]
@@ -107,21 +114,21 @@ mod tests {
         let keys = keys(SECRET);
         let expired =
             serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600});
-        assert_eq!(keys.verify(&forge(&expired, SECRET, Algorithm::HS256)), None);
+        assert_eq!(keys.verify(&forge(&expired, SECRET, Algorithm::HS256)), Err(TokenProblem::Expired));
         let no_aud = serde_json::json!({"sub": "1", "iss": ISSUER, "iat": now, "exp": now + 60});
-        assert_eq!(keys.verify(&forge(&no_aud, SECRET, Algorithm::HS256)), None);
+        assert_eq!(keys.verify(&forge(&no_aud, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
         let wrong_iss = serde_json::json!({"sub": "1", "iss": "evil", "aud": AUDIENCE, "iat": now, "exp": now + 60});
-        assert_eq!(keys.verify(&forge(&wrong_iss, SECRET, Algorithm::HS256)), None);
+        assert_eq!(keys.verify(&forge(&wrong_iss, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
         let no_iat = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 60});
-        assert_eq!(keys.verify(&forge(&no_iat, SECRET, Algorithm::HS256)), None);
+        assert_eq!(keys.verify(&forge(&no_iat, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
     }
 
     #[test]
     fn other_algorithms_and_garbage_are_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60});
-        assert_eq!(keys(SECRET).verify(&forge(&claims, SECRET, Algorithm::HS512)), None);
-        assert_eq!(keys(SECRET).verify("not.a.token"), None);
-        assert_eq!(keys(SECRET).verify(""), None);
+        assert_eq!(keys(SECRET).verify(&forge(&claims, SECRET, Algorithm::HS512)), Err(TokenProblem::Invalid));
+        assert_eq!(keys(SECRET).verify("not.a.token"), Err(TokenProblem::Invalid));
+        assert_eq!(keys(SECRET).verify(""), Err(TokenProblem::Invalid));
     }
 }

@@ -5,3 +5,45 @@ pub mod password;
 
 pub use jwt::JwtKeys;
 pub use password::PasswordHasher;
+
+/// Why a request carries no usable credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// No `Authorization` header (or not one of our schemes).
+    Missing,
+    /// Malformed, forged, for another audience, or not yet valid.
+    Invalid,
+    /// Its `exp` has passed.
+    Expired,
+    /// Well signed, but the account it names no longer exists.
+    Revoked,
+}
+
+impl TokenProblem {
+    /// The message under the `token` key of the error body, as the RealWorld 2.0
+    /// spec words the missing case (`{"errors": {"token": ["is missing"]}}`).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "is missing",
+            Self::Invalid => "is invalid",
+            Self::Expired => "has expired",
+            Self::Revoked => "has been revoked",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750, section 3): no error code when
+    /// no credentials came, `invalid_token` when the ones that came were refused.
+    pub fn challenge(self) -> axum::http::HeaderValue {
+        use axum::http::HeaderValue;
+        match self {
+            Self::Missing => HeaderValue::from_static("Token"),
+            Self::Invalid => HeaderValue::from_static(r#"Token error="invalid_token", error_description="is invalid""#),
+            Self::Expired => {
+                HeaderValue::from_static(r#"Token error="invalid_token", error_description="has expired""#)
+            }
+            Self::Revoked => {
+                HeaderValue::from_static(r#"Token error="invalid_token", error_description="has been revoked""#)
+            }
+        }
+    }
+}

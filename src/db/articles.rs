@@ -495,7 +495,8 @@ pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Deleted {
     Yes,
-    NotFound,
+    /// The kind of resource that is missing: "article", or "comment".
+    NotFound(&'static str),
     NotOwner,
 }
 
@@ -512,7 +513,7 @@ pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<De
     .fetch_optional(db)
     .await?;
     Ok(match row {
-        None => Deleted::NotFound,
+        None => Deleted::NotFound("article"),
         Some(r) if r.removed => Deleted::Yes,
         Some(_) => Deleted::NotOwner,
     })

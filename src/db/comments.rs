@@ -88,7 +88,8 @@ pub async fn list(
     ))
 }
 
-/// Deletes comment `id` of the article `slug` if `user` wrote it, in one statement.
+/// Deletes comment `id` of the article `slug` if `user` wrote it, in one
+/// statement; which of the two is missing when one is.
 #[tracing::instrument(skip(db))]
 pub async fn delete(
     db: impl PgExecutor<'_>,
@@ -98,12 +99,10 @@ pub async fn delete(
 ) -> Result<super::articles::Deleted, sqlx::Error> {
     use super::articles::Deleted;
     let row = sqlx::query!(
-        r#"WITH target AS (
-               SELECT c.id, c.author_id FROM comments c JOIN articles a ON a.id = c.article_id
-               WHERE a.slug = $1 AND c.id = $2
-           ),
+        r#"WITH article AS (SELECT id FROM articles WHERE slug = $1),
+           target AS (SELECT c.id, c.author_id FROM comments c JOIN article a ON a.id = c.article_id WHERE c.id = $2),
            removed AS (DELETE FROM comments c USING target t WHERE c.id = t.id AND t.author_id = $3 RETURNING c.id)
-           SELECT EXISTS (SELECT 1 FROM removed) AS "removed!" FROM target"#,
+           SELECT EXISTS (SELECT 1 FROM target) AS "found!", EXISTS (SELECT 1 FROM removed) AS "removed!" FROM article"#,
         slug,
         id,
         user
@@ -111,7 +110,8 @@ pub async fn delete(
     .fetch_optional(db)
     .await?;
     Ok(match row {
-        None => Deleted::NotFound,
+        None => Deleted::NotFound("article"),
+        Some(r) if !r.found => Deleted::NotFound("comment"),
         Some(r) if r.removed => Deleted::Yes,
         Some(_) => Deleted::NotOwner,
     })

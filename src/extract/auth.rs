@@ -1,24 +1,90 @@
-//! `AuthUser`: the caller, identified by a JWT in the `Authorization` header.
+//! Who is calling: the JWT in the `Authorization` header, checked once per request.
 //!
 //! Both `Token <jwt>` (the RealWorld scheme) and `Bearer <jwt>` are accepted.
-//! As `AuthUser` it is required (401 without it); as `Option<AuthUser>` no header
-//! gives `None`, but a header with a bad token is still a 401, so that a client with
-//! an expired session learns it instead of silently seeing anonymous data.
+//! [`authenticate`], a middleware layer on every route, verifies the token and
+//! leaves the outcome in the request's extensions; the extractors read it there.
+//!
+//! - `AuthUser` is required: no token, or a refused one, is a `401` whose body and
+//!   `WWW-Authenticate` challenge say which (`is missing`, `is invalid`, ...).
+//! - `Option<AuthUser>` is for public reads: no token is `None`, and so is a
+//!   refused one (invalid, expired or revoked). Such a read is answered as for an
+//!   anonymous visitor, and the layer adds `WWW-Authenticate: Token
+//!   error="invalid_token"` to the answer, so that a client holding a stale token
+//!   can still read the site and can notice that it should sign in again.
+//!
+//! A handler that finds out later that the token's account is gone (the article
+//! list does, in the same statement) answers anonymously and puts
+//! [`TokenProblem::Revoked`] in the response's extensions: the layer turns it into
+//! the same challenge.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{FromRef, FromRequestParts, OptionalFromRequestParts},
-    http::{header::AUTHORIZATION, request::Parts},
+    extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State},
+    http::{
+        HeaderMap, StatusCode,
+        header::{AUTHORIZATION, WWW_AUTHENTICATE},
+        request::Parts,
+    },
+    middleware::Next,
+    response::Response,
 };
 
-use crate::{auth::JwtKeys, error::Error};
+use crate::{
+    auth::{JwtKeys, TokenProblem},
+    error::Error,
+};
 
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: i64,
     /// The token as presented, handed back in user responses.
     pub token: String,
+}
+
+/// The outcome of checking a request's `Authorization` header, when it has one.
+#[derive(Debug, Clone)]
+struct Authentication(Result<AuthUser, TokenProblem>);
+
+/// Middleware: checks the token of every request that carries one, and adds the
+/// `invalid_token` challenge to any answer but a `401` (which has its own) when the
+/// token was refused, by this layer or, for a revoked one, by the handler.
+pub async fn authenticate(State(keys): State<Arc<JwtKeys>>, mut request: Request, next: Next) -> Response {
+    let Some(outcome) = check(request.headers(), &keys) else { return next.run(request).await };
+    let refused = outcome.as_ref().err().copied();
+    request.extensions_mut().insert(Authentication(outcome));
+    let mut response = next.run(request).await;
+    let refused = refused.or_else(|| response.extensions().get::<TokenProblem>().copied());
+    if let Some(problem) = refused
+        && response.status() != StatusCode::UNAUTHORIZED
+    {
+        response.headers_mut().insert(WWW_AUTHENTICATE, problem.challenge());
+    }
+    response
+}
+
+/// `None` without a token (no `Authorization` header, or one in another scheme,
+/// such as `Basic`); the caller, or why the token is refused, otherwise.
+fn check(headers: &HeaderMap, keys: &JwtKeys) -> Option<Result<AuthUser, TokenProblem>> {
+    let header = headers.get(AUTHORIZATION)?;
+    let Ok(value) = header.to_str() else { return Some(Err(TokenProblem::Invalid)) };
+    let token = parse_authorization(value)?;
+    if token.is_empty() {
+        return Some(Err(TokenProblem::Invalid));
+    }
+    Some(keys.verify(token).map(|id| AuthUser { id, token: token.to_owned() }))
+}
+
+/// The outcome for this request: the layer's, or (for a router built without the
+/// layer, as in unit tests) checked here.
+fn outcome<S>(parts: &Parts, state: &S) -> Option<Result<AuthUser, TokenProblem>>
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
+    match parts.extensions.get::<Authentication>() {
+        Some(Authentication(outcome)) => Some(outcome.clone()),
+        None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state)),
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -29,7 +95,7 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state)?.ok_or(Error::Unauthorized)
+        outcome(parts, state).unwrap_or(Err(TokenProblem::Missing)).map_err(Error::Unauthorized)
     }
 }
 
@@ -40,29 +106,20 @@ where
 {
     type Rejection = Error;
 
+    /// Never rejects: a refused token reads as anonymous (the layer says so in
+    /// the answer's `WWW-Authenticate`).
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
-        authenticate(parts, state)
+        Ok(outcome(parts, state).and_then(Result::ok))
     }
 }
 
-/// `Ok(None)` without an Authorization header, 401 for a bad one.
-fn authenticate<S>(parts: &Parts, state: &S) -> Result<Option<AuthUser>, Error>
-where
-    Arc<JwtKeys>: FromRef<S>,
-{
-    let Some(header) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
-    let token = header.to_str().ok().and_then(parse_authorization).ok_or(Error::Unauthorized)?;
-    let keys = Arc::<JwtKeys>::from_ref(state);
-    let id = keys.verify(token).ok_or(Error::Unauthorized)?;
-    Ok(Some(AuthUser { id, token: token.to_owned() }))
-}
-
-/// The token of `Token <jwt>` or `Bearer <jwt>` (scheme case-insensitive).
+/// The token of `Token <jwt>` or `Bearer <jwt>` (scheme case-insensitive), empty
+/// when the scheme has no token; `None` for other schemes.
 fn parse_authorization(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     let known = scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
-    (known && !token.is_empty()).then_some(token)
+    known.then(|| token.trim())
 }
 
 #[cfg(test)]
@@ -77,10 +134,10 @@ mod tests {
     }
 
     #[test]
-    fn other_schemes_and_empty_tokens_are_not() {
+    fn other_schemes_are_no_token_and_an_empty_token_is_empty() {
         assert_eq!(parse_authorization("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(parse_authorization("Token"), None);
-        assert_eq!(parse_authorization("Token "), None);
         assert_eq!(parse_authorization("abc.def.ghi"), None);
+        assert_eq!(parse_authorization("Token"), Some(""));
+        assert_eq!(parse_authorization("Token "), Some(""));
     }
 }

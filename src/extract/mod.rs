@@ -6,7 +6,7 @@ mod json;
 mod list;
 mod path;
 
-pub use auth::AuthUser;
+pub use auth::{AuthUser, authenticate};
 pub use json::{JSON_UTF8, Json};
 pub use list::{ArticleFilters, Page};
 pub use path::Path;

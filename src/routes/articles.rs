@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
+    auth::TokenProblem,
     db::{
         self, Reads, Timestamp,
         articles::{ArticleRow, ListedArticle},
@@ -17,7 +18,10 @@ use crate::{
     domain::{ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, Json, Page, Path},
-    openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
+    openapi::{
+        BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+        ValidationFailed,
+    },
     routes::{Profile, ProfileRef, json_writer::JsonWriter},
 };
 
@@ -46,7 +50,8 @@ pub struct UpdateArticleRequest {
     article: UpdateArticle,
 }
 
-/// Every field optional; `tagList`, when present, replaces the tags.
+/// Every field optional; `tagList`, when present, replaces the tags (`[]` removes
+/// them all; `null` is refused, as the spec says).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateArticle {
@@ -59,7 +64,8 @@ pub struct UpdateArticle {
     #[serde(default, deserialize_with = "super::non_null")]
     #[schema(required = false, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
-    #[schema(value_type = Option<Vec<String>>, max_items = 20)]
+    #[serde(default, deserialize_with = "super::non_null")]
+    #[schema(required = false, value_type = Vec<String>, max_items = 20)]
     tag_list: Option<Vec<String>>,
 }
 
@@ -105,12 +111,12 @@ pub struct ArticleSummary<'a> {
 }
 
 fn author(row: &mut ArticleRow) -> Profile {
-    Profile {
-        username: std::mem::take(&mut row.author_username),
-        bio: std::mem::take(&mut row.author_bio),
-        image: std::mem::take(&mut row.author_image),
-        following: row.author_following,
-    }
+    Profile::new(
+        std::mem::take(&mut row.author_username),
+        std::mem::take(&mut row.author_bio),
+        std::mem::take(&mut row.author_image),
+        row.author_following,
+    )
 }
 
 impl ArticleSummary<'_> {
@@ -172,12 +178,12 @@ impl<'a> From<ListedArticle<'a>> for ArticleSummary<'a> {
             updated_at: article.updated_at,
             favorited: article.favorited,
             favorites_count: article.favorites_count,
-            author: ProfileRef {
-                username: article.author_username,
-                bio: article.author_bio,
-                image: article.author_image,
-                following: article.author_following,
-            },
+            author: ProfileRef::new(
+                article.author_username,
+                article.author_bio,
+                article.author_image,
+                article.author_following,
+            ),
         }
     }
 }
@@ -200,12 +206,8 @@ fn one(row: Option<ArticleRow>) -> Result<Json<ArticleResponse>> {
     Ok(Json(ArticleResponse { article: row.into() }))
 }
 
-/// The page as a response; 401 when the viewer's token outlived their account.
-/// Written here, as it borrows from the page.
-fn many(page: &db::articles::ArticlePage, viewer: Option<&AuthUser>) -> Result<Response> {
-    if viewer.is_some() && !page.viewer_exists {
-        return Err(Error::Unauthorized);
-    }
+/// The page as a response. Written here, as it borrows from the page.
+fn many(page: &db::articles::ArticlePage) -> Result<Response> {
     let articles = page.articles()?.into_iter().map(ArticleSummary::from).collect();
     Ok(ArticlesResponse { articles, articles_count: page.total }.into_response())
 }
@@ -238,7 +240,14 @@ pub async fn list(
     };
     let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, viewer.as_ref().map(|v| v.id)).await;
-    many(&conn.release(rows)?, viewer.as_ref())
+    let page = conn.release(rows)?;
+    let mut response = many(&page)?;
+    if viewer.is_some() && !page.viewer_exists {
+        // The token outlived its account: the page is the anonymous one (no flag
+        // can be set for a viewer who does not exist), and the answer says so.
+        response.extensions_mut().insert(TokenProblem::Revoked);
+    }
+    Ok(response)
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -255,7 +264,11 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
     let mut conn = reads.acquire().await?;
     let rows = db::articles::list(&mut *conn, &query, Some(user.id)).await;
-    many(&conn.release(rows)?, Some(&user))
+    let page = conn.release(rows)?;
+    if !page.viewer_exists {
+        return Err(Error::Unauthorized(TokenProblem::Revoked));
+    }
+    many(&page)
 }
 
 /// One article. Auth is optional.
@@ -338,6 +351,7 @@ pub async fn create(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = ValidationFailed),
@@ -360,7 +374,7 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;
     if article.author_id != user.id {
-        return Err(Error::Forbidden);
+        return Err(Error::Forbidden("article"));
     }
     if title.is_none() && description.is_none() && body.is_none() && tags.is_none() {
         // `{"article": {}}` changes nothing, not even `updatedAt`.
@@ -425,8 +439,8 @@ pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): P
     super::ensure_caller_exists(&state.db, &user).await?;
     match db::articles::delete(&state.db, &slug, user.id).await? {
         db::articles::Deleted::Yes => Ok(StatusCode::NO_CONTENT),
-        db::articles::Deleted::NotFound => Err(Error::NotFound("article")),
-        db::articles::Deleted::NotOwner => Err(Error::Forbidden),
+        db::articles::Deleted::NotFound(what) => Err(Error::NotFound(what)),
+        db::articles::Deleted::NotOwner => Err(Error::Forbidden("article")),
     }
 }
 
@@ -497,7 +511,8 @@ mod tests {
             updated_at: (at + chrono::Duration::milliseconds(1234)).into(),
             favorited: following,
             favorites_count: 7,
-            author: ProfileRef { username, bio, image: "", following },
+            // An unset image: `null`, as serde writes `None`.
+            author: ProfileRef::new(username, bio, "", following),
         }
     }
 

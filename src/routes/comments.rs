@@ -50,12 +50,7 @@ impl From<CommentRow> for Comment {
             created_at: row.created_at,
             updated_at: row.updated_at,
             body: row.body,
-            author: Profile {
-                username: row.author_username,
-                bio: row.author_bio,
-                image: row.author_image,
-                following: row.author_following,
-            },
+            author: Profile::new(row.author_username, row.author_bio, row.author_image, row.author_following),
         }
     }
 }
@@ -89,20 +84,22 @@ pub struct CommentsResponse {
 impl IntoResponse for CommentsResponse {
     fn into_response(self) -> Response {
         // About 150 bytes of keys, punctuation, id and timestamps a comment.
-        let text = |c: &Comment| c.body.len() + c.author.username.len() + c.author.bio.len() + c.author.image.len();
+        let optional = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        let text =
+            |c: &Comment| c.body.len() + c.author.username.len() + optional(&c.author.bio) + optional(&c.author.image);
         let mut out = JsonWriter::with_capacity(16 + self.comments.iter().map(|c| 160 + text(c)).sum::<usize>());
         out.object(|o| o.key("comments").array(&self.comments, |out, comment| comment.write_json(out)));
         out.into_response()
     }
 }
 
-/// Comment on an article: 200, as the spec says (unlike articles' 201).
+/// Comment on an article: 201 with the new comment.
 #[utoipa::path(post, path = "/articles/{slug}/comments", tag = "Comments", operation_id = "CreateArticleComment",
     params(("slug" = String, Path, description = "Slug of the article")),
     request_body = NewCommentRequest,
     security(("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The new comment", body = CommentResponse),
+        (status = 201, description = "The new comment", body = CommentResponse),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
@@ -116,11 +113,11 @@ pub async fn add(
     user: AuthUser,
     Path(slug): Path<String>,
     Json(NewCommentRequest { comment }): Json<NewCommentRequest>,
-) -> Result<Json<CommentResponse>> {
+) -> Result<(StatusCode, Json<CommentResponse>)> {
     let body = CommentBody::parse(comment.body.as_deref().unwrap_or_default())
         .map_err(|message| Error::Validation(ValidationErrors::single("body", message)))?;
     let row = db::comments::add(&db, &slug, user.id, body.as_str()).await?.ok_or(Error::NotFound("article"))?;
-    Ok(Json(CommentResponse { comment: row.into() }))
+    Ok((StatusCode::CREATED, Json(CommentResponse { comment: row.into() })))
 }
 
 /// The comments of an article, newest first. Auth is optional.
@@ -170,8 +167,8 @@ pub async fn delete(
     super::ensure_caller_exists(&db, &user).await?;
     match db::comments::delete(&db, &slug, id, user.id).await? {
         Deleted::Yes => Ok(StatusCode::NO_CONTENT),
-        Deleted::NotFound => Err(Error::NotFound("comment")),
-        Deleted::NotOwner => Err(Error::Forbidden),
+        Deleted::NotFound(what) => Err(Error::NotFound(what)),
+        Deleted::NotOwner => Err(Error::Forbidden("comment")),
     }
 }
 
@@ -190,12 +187,8 @@ mod tests {
             created_at: at.into(),
             updated_at: (at + chrono::Duration::microseconds(1_234_567)).into(),
             body: text.to_owned(),
-            author: Profile {
-                username: format!("{text} author"),
-                bio: text.to_owned(),
-                image: String::new(),
-                following: id % 2 == 0,
-            },
+            // An unset image: `null`, as serde writes `None`.
+            author: Profile::new(format!("{text} author"), text.to_owned(), String::new(), id % 2 == 0),
         }
     }
 

@@ -88,6 +88,14 @@ impl JsonWriter {
         self.0.extend_from_slice(&bytes[done..]);
     }
 
+    /// `text` as a JSON string, or `null`.
+    pub fn optional_string(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => self.string(text),
+            None => self.raw("null"),
+        }
+    }
+
     pub fn strings(&mut self, list: &[&str]) {
         self.array(list, |out, text| out.string(text));
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::PgPool;
 
 use crate::{
+    auth::TokenProblem,
     db::{self, Timestamp, profiles::ProfileRow},
     error::{Error, Result},
     extract::AuthUser,
@@ -24,22 +25,27 @@ use crate::{
 /// 401 when the caller's account is gone: for writes that no foreign key guards
 /// (removing a follow, a favorite, an article or a comment).
 pub async fn ensure_caller_exists(db: &PgPool, user: &AuthUser) -> Result<()> {
-    if db::users::exists(db, user.id).await? { Ok(()) } else { Err(Error::Unauthorized) }
+    if db::users::exists(db, user.id).await? { Ok(()) } else { Err(Error::Unauthorized(TokenProblem::Revoked)) }
 }
 
-/// A user as others see them.
+/// A user as others see them. `bio` and `image` are `null` when unset.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     pub username: String,
-    pub bio: String,
-    pub image: String,
+    pub bio: Option<String>,
+    pub image: Option<String>,
     pub following: bool,
 }
 
 impl Profile {
+    /// From the stored columns, where an unset `bio` or `image` is `""`.
+    pub fn new(username: String, bio: String, image: String, following: bool) -> Self {
+        Self { username, bio: unset_if_empty(bio), image: unset_if_empty(image), following }
+    }
+
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
         let Self { username, bio, image, following } = self;
-        ProfileRef { username, bio, image, following: *following }.write_json(out);
+        ProfileRef { username, bio: bio.as_deref(), image: image.as_deref(), following: *following }.write_json(out);
     }
 }
 
@@ -47,17 +53,23 @@ impl Profile {
 #[derive(Debug, Serialize)]
 pub struct ProfileRef<'a> {
     pub username: &'a str,
-    pub bio: &'a str,
-    pub image: &'a str,
+    pub bio: Option<&'a str>,
+    pub image: Option<&'a str>,
     pub following: bool,
 }
 
-impl ProfileRef<'_> {
+impl<'a> ProfileRef<'a> {
+    /// From the stored columns, where an unset `bio` or `image` is `""`.
+    pub fn new(username: &'a str, bio: &'a str, image: &'a str, following: bool) -> Self {
+        let unset_if_empty = |text: &'a str| (!text.is_empty()).then_some(text);
+        Self { username, bio: unset_if_empty(bio), image: unset_if_empty(image), following }
+    }
+
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
         out.object(|o| {
             o.key("username").string(self.username);
-            o.key("bio").string(self.bio);
-            o.key("image").string(self.image);
+            o.key("bio").optional_string(self.bio);
+            o.key("image").optional_string(self.image);
             o.key("following").bool(self.following);
         });
     }
@@ -65,8 +77,15 @@ impl ProfileRef<'_> {
 
 impl From<ProfileRow> for Profile {
     fn from(row: ProfileRow) -> Self {
-        Self { username: row.username, bio: row.bio, image: row.image, following: row.following }
+        Self::new(row.username, row.bio, row.image, row.following)
     }
+}
+
+/// An unset `bio` or `image`: stored as `""` (the columns are `NOT NULL`, so
+/// "unset" has one spelling in the database), answered as `null`, as RealWorld
+/// 2.0 says.
+pub fn unset_if_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.

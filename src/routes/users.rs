@@ -6,11 +6,12 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
+    auth::TokenProblem,
     db,
     domain::{Bio, Email, ImageUrl, Password, Username},
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json},
-    openapi::{BadRequest, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
+    openapi::{BadRequest, Conflict, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,6 +49,7 @@ pub struct UpdateUserRequest {
 }
 
 /// Every field optional; `bio` and `image` may be `null` or `""` to clear them.
+/// `username`, `email` and `password` may be neither: each must be valid when present.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateUser {
     #[serde(default, deserialize_with = "super::non_null")]
@@ -57,8 +59,8 @@ pub struct UpdateUser {
     #[schema(required = false, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    /// 8 to 128 characters; `""` leaves the password unchanged.
-    #[schema(required = false, value_type = String, format = Password, max_length = 128)]
+    /// 8 to 128 characters.
+    #[schema(required = false, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
     #[serde(default, deserialize_with = "super::nullable")]
     #[schema(value_type = Option<String>, max_length = 1000)]
@@ -68,14 +70,14 @@ pub struct UpdateUser {
     image: Option<Option<String>>,
 }
 
-/// The caller's own account, with a token.
+/// The caller's own account, with a token. `bio` and `image` are `null` when unset.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct User {
     email: String,
     token: String,
     username: String,
-    bio: String,
-    image: String,
+    bio: Option<String>,
+    image: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,7 +87,13 @@ pub struct UserResponse {
 
 fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
     Json(UserResponse {
-        user: User { email: row.email, token, username: row.username, bio: row.bio, image: row.image },
+        user: User {
+            email: row.email,
+            token,
+            username: row.username,
+            bio: super::unset_if_empty(row.bio),
+            image: super::unset_if_empty(row.image),
+        },
     })
 }
 
@@ -105,6 +113,7 @@ fn required<T>(
     responses(
         (status = 201, description = "The new user, with a token", body = UserResponse),
         (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = ValidationFailed),
@@ -180,7 +189,7 @@ pub async fn login(
 pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
     let mut conn = state.reads.acquire().await?;
     let row = db::users::find_by_id(&mut *conn, user.id).await;
-    let row = conn.release(row)?.ok_or(Error::Unauthorized)?;
+    let row = conn.release(row)?.ok_or(Error::Unauthorized(TokenProblem::Revoked))?;
     Ok(respond(row, user.token))
 }
 
@@ -193,6 +202,7 @@ pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Js
         (status = 200, description = "The updated user", body = UserResponse),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = ValidationFailed),
@@ -206,12 +216,8 @@ pub async fn update(
     let mut errors = ValidationErrors::new();
     let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));
     let email = changes.email.as_deref().and_then(|v| errors.check("email", Email::parse(v)));
-    // Settings forms (Angular, Svelte) send `"password": ""` when it is left alone.
-    let password = changes
-        .password
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .and_then(|v| errors.check("password", Password::parse(v)));
+    // RealWorld 2.0 refuses `"password": ""` (a settings form must leave the field out).
+    let password = changes.password.as_deref().and_then(|v| errors.check("password", Password::parse(v)));
     let bio = changes.bio.map(|v| errors.check("bio", Bio::parse_optional(v.as_deref().unwrap_or_default())));
     let image = changes.image.map(|v| errors.check("image", ImageUrl::parse(v.as_deref().unwrap_or_default())));
     errors.into_result()?;
@@ -232,6 +238,6 @@ pub async fn update(
         },
     )
     .await?
-    .ok_or(Error::Unauthorized)?;
+    .ok_or(Error::Unauthorized(TokenProblem::Revoked))?;
     Ok(respond(row, user.token))
 }
