@@ -220,7 +220,6 @@ fn many(page: &db::articles::ArticlePage) -> Result<Response> {
     responses(
         (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 422, response = ValidationFailed),
     ))]
 #[tracing::instrument(skip_all)]
@@ -278,7 +277,6 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
     responses(
         (status = 200, description = "The article", body = ArticleResponse),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]

@@ -127,7 +127,6 @@ pub async fn add(
     responses(
         (status = 200, description = "The comments", body = CommentsResponse),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]

@@ -32,7 +32,9 @@ pub async fn ensure_caller_exists(db: &PgPool, user: &AuthUser) -> Result<()> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     pub username: String,
+    #[schema(required = true)]
     pub bio: Option<String>,
+    #[schema(required = true)]
     pub image: Option<String>,
     pub following: bool,
 }

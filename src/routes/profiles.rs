@@ -30,7 +30,6 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
     responses(
         (status = 200, description = "The profile", body = ProfileResponse),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(username = %username))]

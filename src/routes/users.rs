@@ -76,7 +76,9 @@ pub struct User {
     email: String,
     token: String,
     username: String,
+    #[schema(required = true)]
     bio: Option<String>,
+    #[schema(required = true)]
     image: Option<String>,
 }
 

@@ -94,7 +94,7 @@ async fn creating_an_article_returns_201_with_the_full_article() {
     assert_eq!(article["tagList"], json!(["angularjs", "dragons", "reactjs"]));
     assert_eq!(article["favorited"], false);
     assert_eq!(article["favoritesCount"], 0);
-    assert_eq!(article["author"], json!({"username": "jake", "bio": "", "image": "", "following": false}));
+    assert_eq!(article["author"], json!({"username": "jake", "bio": null, "image": null, "following": false}));
     assert_eq!(article["createdAt"], article["updatedAt"]);
 
     let read = get(&app, "how-to-train-your-dragon", None).await;
@@ -296,7 +296,7 @@ async fn server_assigned_article_fields_in_the_request_are_ignored() {
     let mut forged = article("Dragons", &[]);
     for (field, value) in [
         ("slug", json!("my-own-slug")),
-        ("author", json!({"username": "ann", "bio": "forged", "image": "", "following": true})),
+        ("author", json!({"username": "ann", "bio": "forged", "image": null, "following": true})),
         ("favorited", json!(true)),
         ("favoritesCount", json!(99)),
         ("createdAt", json!("2000-01-01T00:00:00.000Z")),
@@ -308,7 +308,7 @@ async fn server_assigned_article_fields_in_the_request_are_ignored() {
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
     let article = &response.body["article"];
     assert_eq!(article["slug"], "dragons");
-    assert_eq!(article["author"], json!({"username": "jake", "bio": "", "image": "", "following": false}));
+    assert_eq!(article["author"], json!({"username": "jake", "bio": null, "image": null, "following": false}));
     assert_eq!(article["favorited"], false);
     assert_eq!(article["favoritesCount"], 0);
     for field in ["createdAt", "updatedAt"] {
@@ -436,10 +436,17 @@ async fn keeping_the_title_keeps_the_slug() {
 }
 
 #[tokio::test]
-async fn updating_the_tag_list_replaces_the_tags() {
+async fn updating_the_tag_list_replaces_the_tags_and_null_is_422() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
     app.create_article(&token, "Dragons", &["angular", "dragons"]).await;
+
+    // RealWorld 2.0: `null` is not a tag list (`[]` is how to remove them all).
+    let response = update(&app, &token, "dragons", json!({"tagList": null, "body": "new body"})).await;
+    response.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "tagList");
+    let unchanged = get(&app, "dragons", None).await;
+    assert_eq!(unchanged.body["article"]["tagList"], json!(["angular", "dragons"]));
+    assert_ne!(unchanged.body["article"]["body"], "new body");
 
     let response = update(&app, &token, "dragons", json!({"tagList": ["training", "dragons"]})).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
@@ -464,11 +471,11 @@ async fn only_the_author_may_update_or_delete_an_article() {
     app.create_article(&jake, "Dragons", &[]).await;
 
     let response = update(&app, &ann, "dragons", json!({"title": "Mine now"})).await;
-    response.assert_error(StatusCode::FORBIDDEN, "permission");
-    assert_eq!(response.error_fields(), ["permission"]);
+    response.assert_error(StatusCode::FORBIDDEN, "article");
+    assert_eq!(response.body, json!({"errors": {"article": ["forbidden"]}}));
     let response = app.delete("/api/articles/dragons", Some(&ann)).await;
-    response.assert_error(StatusCode::FORBIDDEN, "permission");
-    assert_eq!(response.error_fields(), ["permission"]);
+    response.assert_error(StatusCode::FORBIDDEN, "article");
+    assert_eq!(response.body, json!({"errors": {"article": ["forbidden"]}}));
 
     let read = get(&app, "dragons", None).await;
     assert_eq!(read.status, StatusCode::OK);
@@ -543,7 +550,7 @@ async fn listing_returns_newest_first_without_bodies_and_the_total_count() {
     assert_eq!(first["title"], "First");
     assert_eq!(first["description"], "about it");
     assert_eq!(first["tagList"], json!(["dragons"]));
-    assert_eq!(first["author"], json!({"username": "jake", "bio": "", "image": "", "following": false}));
+    assert_eq!(first["author"], json!({"username": "jake", "bio": null, "image": null, "following": false}));
 
     let empty = TestApp::new().await;
     assert_eq!(empty.get("/api/articles", None).await.body, json!({"articles": [], "articlesCount": 0}));

@@ -62,7 +62,12 @@ async fn a_missing_token_on_a_protected_endpoint_is_401() {
     for (method, uri, body) in requests {
         let response = app.request(method.clone(), uri, None, body).await;
         assert_unauthorized(&response);
-        assert_eq!(response.body, json!({"errors": {"token": ["is missing, invalid or expired"]}}), "{method} {uri}");
+        assert_eq!(response.body, json!({"errors": {"token": ["is missing"]}}), "{method} {uri}");
+        assert_eq!(
+            response.headers[header::WWW_AUTHENTICATE],
+            "Token",
+            "no error code without credentials (RFC 6750, 3.1)"
+        );
     }
     assert_eq!(app.count("articles").await, 0);
     assert_eq!(app.count("follows").await, 0);
@@ -109,16 +114,98 @@ async fn both_token_and_bearer_schemes_are_accepted() {
 }
 
 #[tokio::test]
-async fn an_invalid_token_on_an_optional_auth_endpoint_is_401() {
+async fn a_refused_token_on_a_protected_endpoint_is_401_saying_why() {
     let app = TestApp::new().await;
     app.register("jake").await;
-    let expired = forge(JWT_SECRET, &user_id(&app, "jake").await.to_string(), -7200, -3600);
-    for uri in ["/api/articles", "/api/profiles/jake"] {
-        assert_unauthorized(&app.get(uri, Some("garbage")).await);
-        assert_unauthorized(&app.get(uri, Some(&expired)).await);
+    let id = user_id(&app, "jake").await.to_string();
+    let cases = [
+        (format!("Token {}", forge(JWT_SECRET, &id, -7200, -3600)), "has expired"),
+        (format!("Token {}", forge("another-secret-another-secret-another!", &id, 0, 3600)), "is invalid"),
+        ("Token garbage".to_owned(), "is invalid"),
+        ("Token ".to_owned(), "is invalid"),
+    ];
+    for (authorization, message) in cases {
+        for (method, uri) in [(Method::GET, "/api/user"), (Method::GET, "/api/articles/feed")] {
+            let response = send_with_authorization(&app, method, uri, &authorization).await;
+            assert_unauthorized(&response);
+            assert_eq!(response.body, json!({"errors": {"token": [message]}}), "{uri} with {authorization}");
+            assert_eq!(
+                response.headers[header::WWW_AUTHENTICATE],
+                format!(r#"Token error="invalid_token", error_description="{message}""#).as_str()
+            );
+        }
+    }
+}
+
+/// Clients keep a stale token in storage and sign the user out on any 401 from
+/// a public page; answering such reads anonymously keeps the site readable, and
+/// the challenge still tells the client its token is no good.
+#[tokio::test]
+async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visitor_with_a_challenge() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let bob = app.register("bob").await;
+    let slug = app.create_article(&jake, "Dragons", &["dragons"]).await;
+    app.comment(&jake, &slug, "first").await;
+    // Bob follows jake and likes the article: his own view differs from the anonymous one.
+    app.follow(&bob, "jake").await;
+    app.favorite(&bob, &slug).await;
+    let bob_id = user_id(&app, "bob").await.to_string();
+
+    let reads = [
+        "/api/articles".to_owned(),
+        "/api/articles?author=jake&limit=5".to_owned(),
+        format!("/api/articles/{slug}"),
+        format!("/api/articles/{slug}/comments"),
+        "/api/profiles/jake".to_owned(),
+        "/api/tags".to_owned(),
+    ];
+    let refused = [
+        (format!("Token {}", forge(JWT_SECRET, &bob_id, -7200, -3600)), "has expired"),
+        (format!("Bearer {}", forge("another-secret-another-secret-another!", &bob_id, 0, 3600)), "is invalid"),
+        ("Token garbage".to_owned(), "is invalid"),
+        ("Token".to_owned(), "is invalid"),
+    ];
+    for uri in &reads {
         let anonymous = app.get(uri, None).await;
         assert_eq!(anonymous.status, StatusCode::OK, "{uri}: {}", anonymous.text);
+        assert!(!anonymous.headers.contains_key(header::WWW_AUTHENTICATE), "{uri} anonymous");
+        let as_bob = app.get(uri, Some(&bob)).await;
+        assert_eq!(as_bob.status, StatusCode::OK, "{uri}: {}", as_bob.text);
+        assert!(!as_bob.headers.contains_key(header::WWW_AUTHENTICATE), "{uri} with a valid token");
+
+        for (authorization, message) in &refused {
+            let response = send_with_authorization(&app, Method::GET, uri, authorization).await;
+            assert_eq!(response.status, StatusCode::OK, "{uri} with {authorization}: {}", response.text);
+            assert_eq!(response.body, anonymous.body, "{uri} with {authorization} reads as anonymous");
+            assert_eq!(
+                response.headers[header::WWW_AUTHENTICATE],
+                format!(r#"Token error="invalid_token", error_description="{message}""#).as_str(),
+                "{uri} with {authorization}"
+            );
+        }
     }
+    // The test can fail: bob's own view of the profile is not the anonymous one.
+    let profile = |token| app.get("/api/profiles/jake", token);
+    assert_ne!(profile(Some(bob.as_str())).await.body, profile(None).await.body);
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_user_reads_the_article_list_as_anonymous_with_a_revoked_challenge() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    let bob = app.register("bob").await;
+    app.create_article(&bob, "Dragons", &[]).await;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    let anonymous = app.get("/api/articles", None).await;
+    let response = app.get("/api/articles", Some(&jake)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.body, anonymous.body);
+    assert_eq!(
+        response.headers[header::WWW_AUTHENTICATE],
+        r#"Token error="invalid_token", error_description="has been revoked""#
+    );
 }
 
 #[tokio::test]
@@ -127,7 +214,9 @@ async fn a_token_of_a_deleted_user_is_401() {
     let token = app.register("jake").await;
     sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
 
-    assert_unauthorized(&app.get("/api/user", Some(&token)).await);
+    let response = app.get("/api/user", Some(&token)).await;
+    assert_unauthorized(&response);
+    assert_eq!(response.body, json!({"errors": {"token": ["has been revoked"]}}));
     assert_unauthorized(&app.post("/api/articles", Some(&token), article()).await);
     assert_eq!(app.count("articles").await, 0);
 }

@@ -26,14 +26,14 @@ async fn bodies(app: &TestApp, slug: &str, token: Option<&str>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn adding_a_comment_returns_200_with_the_comment_and_its_author() {
+async fn adding_a_comment_returns_201_with_the_comment_and_its_author() {
     let app = TestApp::new().await;
     let jake = app.register("jake").await;
     let ann = app.register("ann").await;
     app.create_article(&jake, "Dragons", &[]).await;
 
     let response = add(&app, &ann, "dragons", json!({"body": "Thank you so much!"})).await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
     assert_eq!(response.headers["content-type"], "application/json; charset=utf-8");
     let comment = &response.body["comment"];
     let mut keys: Vec<&String> = comment.as_object().expect("object").keys().collect();
@@ -42,7 +42,7 @@ async fn adding_a_comment_returns_200_with_the_comment_and_its_author() {
     assert!(comment["id"].is_i64(), "id is a number: {}", comment["id"]);
     assert_eq!(comment["body"], "Thank you so much!");
     assert_eq!(comment["createdAt"], comment["updatedAt"]);
-    assert_eq!(comment["author"], json!({"username": "ann", "bio": "", "image": "", "following": false}));
+    assert_eq!(comment["author"], json!({"username": "ann", "bio": null, "image": null, "following": false}));
 
     let listed = app.get("/api/articles/dragons/comments", None).await;
     assert_eq!(listed.body["comments"], json!([comment]));
@@ -139,8 +139,8 @@ async fn only_the_comments_author_may_delete_it() {
     // Not even the article's author may delete someone else's comment.
     for other in [&jake, &bob] {
         let response = delete(&app, other, "dragons", &id).await;
-        response.assert_error(StatusCode::FORBIDDEN, "permission");
-        assert_eq!(response.error_fields(), ["permission"]);
+        response.assert_error(StatusCode::FORBIDDEN, "comment");
+        assert_eq!(response.body, json!({"errors": {"comment": ["forbidden"]}}));
     }
     app.delete(&format!("/api/articles/dragons/comments/{id}"), None)
         .await
@@ -153,16 +153,18 @@ async fn only_the_comments_author_may_delete_it() {
 }
 
 #[tokio::test]
-async fn a_comment_id_of_another_article_or_not_a_number_is_404() {
+async fn a_comment_id_of_another_article_or_not_a_number_is_404_and_a_missing_article_is_named() {
     let app = TestApp::new().await;
     let jake = app.register("jake").await;
     app.create_article(&jake, "Dragons", &[]).await;
     app.create_article(&jake, "Unicorns", &[]).await;
     let id = app.comment(&jake, "dragons", "On dragons").await.to_string();
 
+    let response = delete(&app, &jake, "no-such-article", &id).await;
+    assert_eq!(response.body, json!({"errors": {"article": ["not found"]}}), "RealWorld 2.0 names the article");
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
     for (slug, id) in [
         ("unicorns", id.as_str()),
-        ("no-such-article", id.as_str()),
         ("dragons", "abc"),
         ("dragons", "1.5"),
         ("dragons", "-1"),

@@ -36,7 +36,10 @@ async fn a_profile_shows_whether_the_viewer_follows_it() {
 
     let anonymous = profile(&app, "jake", None).await;
     assert_eq!(anonymous.status, StatusCode::OK);
-    assert_eq!(anonymous.body, json!({"profile": {"username": "jake", "bio": "", "image": "", "following": false}}));
+    assert_eq!(
+        anonymous.body,
+        json!({"profile": {"username": "jake", "bio": null, "image": null, "following": false}})
+    );
     assert_profile(&profile(&app, "jake", Some(&bob)).await, "jake", false);
 
     follow(&app, &bob, "jake").await;
@@ -77,11 +80,14 @@ async fn following_and_unfollowing_return_the_profile() {
     let bob = app.register("bob").await;
 
     let followed = follow(&app, &bob, "jake").await;
-    assert_eq!(followed.body, json!({"profile": {"username": "jake", "bio": "", "image": "", "following": true}}));
+    assert_eq!(followed.body, json!({"profile": {"username": "jake", "bio": null, "image": null, "following": true}}));
     assert_eq!(app.count("follows").await, 1);
 
     let unfollowed = unfollow(&app, &bob, "jake").await;
-    assert_eq!(unfollowed.body, json!({"profile": {"username": "jake", "bio": "", "image": "", "following": false}}));
+    assert_eq!(
+        unfollowed.body,
+        json!({"profile": {"username": "jake", "bio": null, "image": null, "following": false}})
+    );
     assert_eq!(app.count("follows").await, 0);
     assert_profile(&profile(&app, "jake", Some(&bob)).await, "jake", false);
 }

@@ -203,7 +203,7 @@ impl TestApp {
     pub async fn comment(&self, token: &str, slug: &str, body: &str) -> i64 {
         let response =
             self.post(&format!("/api/articles/{slug}/comments"), Some(token), json!({"comment": {"body": body}})).await;
-        assert_eq!(response.status, StatusCode::OK, "comment on {slug}: {}", response.text);
+        assert_eq!(response.status, StatusCode::CREATED, "comment on {slug}: {}", response.text);
         response.body["comment"]["id"].as_i64().expect("comment id")
     }
 }
