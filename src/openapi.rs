@@ -17,7 +17,7 @@ pub const BEARER: &str = "Bearer";
 #[openapi(
     info(
         title = "Conduit API",
-        description = "The RealWorld \"Conduit\" API. Errors always have the shape \
+        description = "The RealWorld \"Conduit\" API, version 2.0.0 of its spec. Errors always have the shape \
                        `{\"errors\": {\"<field>\": [\"<message>\"]}}`. \
                        Where the RealWorld spec is ambiguous, see docs/api-decisions.md.",
         license(name = "MIT", identifier = "MIT")

@@ -214,6 +214,7 @@ fn many(page: &db::articles::ArticlePage) -> Result<Response> {
 
 /// Articles, newest first, filtered by `tag`, `author` and `favorited` (combined
 /// with AND). Auth is optional; lists omit the body.
+/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles", tag = "Articles", operation_id = "GetArticles",
     params(ArticleFilters, Page),
     security((), ("Token" = []), ("Bearer" = [])),
@@ -271,6 +272,7 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
 }
 
 /// One article. Auth is optional.
+/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles/{slug}", tag = "Articles", operation_id = "GetArticle",
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),

@@ -121,6 +121,7 @@ pub async fn add(
 }
 
 /// The comments of an article, newest first. Auth is optional.
+/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles/{slug}/comments", tag = "Comments", operation_id = "GetArticleComments",
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),

@@ -24,6 +24,7 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
 }
 
 /// A user's profile; auth is optional (it sets `following`).
+/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/profiles/{username}", tag = "Profile", operation_id = "GetProfileByUsername",
     params(("username" = String, Path, description = "Username of the profile, matched case-insensitively")),
     security((), ("Token" = []), ("Bearer" = [])),

@@ -146,7 +146,8 @@ async fn cors_preflight_allows_other_origins() {
     assert!(allowed_headers.contains("content-type"), "{allowed_headers}");
     assert!(header_text(&response, header::ACCESS_CONTROL_ALLOW_METHODS).contains("POST"), "{:?}", response.headers);
 
-    // The actual request is answered with the CORS headers too, exposing the request id.
+    // The actual request is answered with the CORS headers too, exposing the request
+    // id, and the challenge that tells a browser client its token was refused.
     let request = Request::builder()
         .uri("/api/tags")
         .header(header::ORIGIN, "http://localhost:4200")
@@ -157,6 +158,7 @@ async fn cors_preflight_allows_other_origins() {
     assert!(response.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{:?}", response.headers);
     let exposed = header_text(&response, header::ACCESS_CONTROL_EXPOSE_HEADERS).to_ascii_lowercase();
     assert!(exposed.contains("x-request-id"), "{exposed}");
+    assert!(exposed.contains("www-authenticate"), "{exposed}");
 }
 
 #[tokio::test]
