@@ -75,14 +75,14 @@ fn check(headers: &HeaderMap, keys: &JwtKeys) -> Option<Result<AuthUser, TokenPr
     Some(keys.verify(token).map(|id| AuthUser { id, token: token.to_owned() }))
 }
 
-/// The outcome for this request: the layer's, or (for a router built without the
-/// layer, as in unit tests) checked here.
-fn outcome<S>(parts: &Parts, state: &S) -> Option<Result<AuthUser, TokenProblem>>
+/// The outcome for this request: the layer's, taken (a handler extracts the caller
+/// once), or, for a router built without the layer, checked here.
+fn outcome<S>(parts: &mut Parts, state: &S) -> Option<Result<AuthUser, TokenProblem>>
 where
     Arc<JwtKeys>: FromRef<S>,
 {
-    match parts.extensions.get::<Authentication>() {
-        Some(Authentication(outcome)) => Some(outcome.clone()),
+    match parts.extensions.remove::<Authentication>() {
+        Some(Authentication(outcome)) => Some(outcome),
         None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state)),
     }
 }
