@@ -1,4 +1,5 @@
-//! Credentials: JWT access tokens and Argon2id password hashes.
+//! Credentials: JWT access tokens and Argon2id password hashes, and why a token
+//! is refused (with the HTTP challenge that says so).
 
 pub mod jwt;
 pub mod password;

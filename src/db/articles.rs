@@ -20,6 +20,8 @@ pub struct ArticleRow {
     pub author_bio: String,
     pub author_image: String,
     pub author_following: bool,
+    /// Whether the viewer's account exists (a token can outlive it).
+    pub viewer_exists: bool,
 }
 
 /// One page of a list as PostgreSQL sent it, and the number of all matches.
@@ -104,7 +106,8 @@ macro_rules! article_where {
                       EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                       a.favorites_count,
                       u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
-                      EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
+                      EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!",
+                      EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
                FROM articles a JOIN users u ON u.id = a.author_id JOIN article_bodies b ON b.article_id = a.id
                WHERE "# + $condition,
             $key,
@@ -506,7 +509,7 @@ pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<De
     let row = sqlx::query!(
         r#"WITH target AS (SELECT id, author_id FROM articles WHERE slug = $1),
                 removed AS (DELETE FROM articles a USING target t WHERE a.id = t.id AND t.author_id = $2 RETURNING a.id)
-           SELECT EXISTS (SELECT 1 FROM removed) AS "removed!" FROM target"#,
+           SELECT EXISTS (SELECT 1 FROM removed) AS "removed!", author_id = $2 AS "owner!" FROM target"#,
         slug,
         user
     )
@@ -515,6 +518,8 @@ pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<De
     Ok(match row {
         None => Deleted::NotFound("article"),
         Some(r) if r.removed => Deleted::Yes,
+        // The author's own article, deleted by a request of theirs at the same time.
+        Some(r) if r.owner => Deleted::NotFound("article"),
         Some(_) => Deleted::NotOwner,
     })
 }

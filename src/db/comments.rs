@@ -43,20 +43,25 @@ pub async fn add(
     .await
 }
 
+/// The comments of an article, newest first.
+#[derive(Debug)]
+pub struct Comments {
+    pub comments: Vec<CommentRow>,
+    /// Whether the viewer's account exists (a token can outlive it).
+    pub viewer_exists: bool,
+}
+
 /// The comments of an article, newest first; `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-    viewer: Option<i64>,
-) -> Result<Option<Vec<CommentRow>>, sqlx::Error> {
+pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Comments>, sqlx::Error> {
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
     let rows = sqlx::query!(
         r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?: Timestamp",
                   c.updated_at AS "updated_at?: Timestamp",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
-                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
+                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!",
+                  EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
            FROM articles a
            LEFT JOIN comments c ON c.article_id = a.id
            LEFT JOIN users u ON u.id = c.author_id
@@ -67,25 +72,23 @@ pub async fn list(
     )
     .fetch_all(db)
     .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        rows.into_iter()
-            .filter_map(|r| {
-                Some(CommentRow {
-                    id: r.id?,
-                    body: r.body?,
-                    created_at: r.created_at?,
-                    updated_at: r.updated_at?,
-                    author_username: r.author_username?,
-                    author_bio: r.author_bio?,
-                    author_image: r.author_image?,
-                    author_following: r.author_following,
-                })
+    let Some(viewer_exists) = rows.first().map(|r| r.viewer_exists) else { return Ok(None) };
+    let comments = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(CommentRow {
+                id: r.id?,
+                body: r.body?,
+                created_at: r.created_at?,
+                updated_at: r.updated_at?,
+                author_username: r.author_username?,
+                author_bio: r.author_bio?,
+                author_image: r.author_image?,
+                author_following: r.author_following,
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    Ok(Some(Comments { comments, viewer_exists }))
 }
 
 /// Deletes comment `id` of the article `slug` if `user` wrote it, in one
@@ -102,7 +105,9 @@ pub async fn delete(
         r#"WITH article AS (SELECT id FROM articles WHERE slug = $1),
            target AS (SELECT c.id, c.author_id FROM comments c JOIN article a ON a.id = c.article_id WHERE c.id = $2),
            removed AS (DELETE FROM comments c USING target t WHERE c.id = t.id AND t.author_id = $3 RETURNING c.id)
-           SELECT EXISTS (SELECT 1 FROM target) AS "found!", EXISTS (SELECT 1 FROM removed) AS "removed!" FROM article"#,
+           SELECT EXISTS (SELECT 1 FROM target) AS "found!", EXISTS (SELECT 1 FROM removed) AS "removed!",
+                  EXISTS (SELECT 1 FROM target WHERE author_id = $3) AS "owner!"
+           FROM article"#,
         slug,
         id,
         user
@@ -113,6 +118,8 @@ pub async fn delete(
         None => Deleted::NotFound("article"),
         Some(r) if !r.found => Deleted::NotFound("comment"),
         Some(r) if r.removed => Deleted::Yes,
+        // The author's own comment, deleted by a request of theirs at the same time.
+        Some(r) if r.owner => Deleted::NotFound("comment"),
         Some(_) => Deleted::NotOwner,
     })
 }

@@ -11,23 +11,35 @@ pub struct ProfileRow {
     pub following: bool,
 }
 
+/// A profile as a viewer sees it.
+#[derive(Debug, Clone)]
+pub struct ViewedProfile {
+    pub profile: ProfileRow,
+    /// Whether the viewer's account exists (a token can outlive it).
+    pub viewer_exists: bool,
+}
+
 /// The profile of `username` as `viewer` sees it.
 #[tracing::instrument(skip(db))]
 pub async fn get(
     db: impl PgExecutor<'_>,
     username: &str,
     viewer: Option<i64>,
-) -> Result<Option<ProfileRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ProfileRow,
+) -> Result<Option<ViewedProfile>, sqlx::Error> {
+    let row = sqlx::query!(
         r#"SELECT u.id, u.username, u.bio, u.image,
-                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "following!"
+                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "following!",
+                  EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
            FROM users u WHERE lower(u.username) = lower($1)"#,
         username,
         viewer
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| ViewedProfile {
+        profile: ProfileRow { id: r.id, username: r.username, bio: r.bio, image: r.image, following: r.following },
+        viewer_exists: r.viewer_exists,
+    }))
 }
 
 /// Makes `follower` follow `username`; following twice is a no-op. Following

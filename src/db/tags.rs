@@ -2,19 +2,23 @@
 
 use sqlx::PgExecutor;
 
-/// Tags in use by at least one article, most used first, then alphabetically.
+/// Tags in use by at least one article, most used first, then alphabetically,
+/// and whether the viewer's account exists (a token can outlive it).
 ///
 /// Reads the counters the write triggers keep, through a partial index of the
 /// tags in use: no article or article_tags row is read. The names come back as
 /// one array in one row: a row per tag cost more in the driver than the query.
 #[tracing::instrument(skip(db))]
-pub async fn in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT COALESCE(array_agg(name ORDER BY articles_count DESC, name), '{}') AS "names!"
-           FROM tags WHERE articles_count > 0"#
+pub async fn in_use(db: impl PgExecutor<'_>, viewer: Option<i64>) -> Result<(Vec<String>, bool), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT COALESCE(array_agg(name ORDER BY articles_count DESC, name), '{}') AS "names!",
+                  EXISTS (SELECT 1 FROM users v WHERE v.id = $1) AS "viewer_exists!"
+           FROM tags WHERE articles_count > 0"#,
+        viewer
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((row.names, row.viewer_exists))
 }
 
 /// Removes every tag from `article_id` (before [`attach`] sets new ones).

@@ -2,27 +2,30 @@
 //!
 //! Both `Token <jwt>` (the RealWorld scheme) and `Bearer <jwt>` are accepted.
 //! [`authenticate`], a middleware layer on every route, verifies the token and
-//! leaves the outcome in the request's extensions; the extractors read it there.
+//! leaves the outcome in the request's extensions; the extractors take it there.
 //!
 //! - `AuthUser` is required: no token, or a refused one, is a `401` whose body and
 //!   `WWW-Authenticate` challenge say which (`is missing`, `is invalid`, ...).
 //! - `Option<AuthUser>` is for public reads: no token is `None`, and so is a
-//!   refused one (invalid, expired or revoked). Such a read is answered as for an
+//!   refused one (malformed, forged or expired). Such a read is answered as for an
 //!   anonymous visitor, and the layer adds `WWW-Authenticate: Token
 //!   error="invalid_token"` to the answer, so that a client holding a stale token
 //!   can still read the site and can notice that it should sign in again.
 //!
-//! A handler that finds out later that the token's account is gone (the article
-//! list does, in the same statement) answers anonymously and puts
-//! [`TokenProblem::Revoked`] in the response's extensions: the layer turns it into
-//! the same challenge.
+//! A well-signed token whose account is gone ("revoked") is only found out by the
+//! read's own statement (each public read looks the viewer up in it): the handler
+//! answers as for nobody and puts [`TokenProblem::Revoked`] in the response's
+//! extensions (`routes::answer_read`), which the layer turns into the same
+//! challenge. The challenge is added to answers to reads (`GET`, `HEAD`) only:
+//! writes answer as they always did, and a stale token sent along with a login
+//! changes nothing in its answer.
 
 use std::sync::Arc;
 
 use axum::{
     extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State},
     http::{
-        HeaderMap, StatusCode,
+        HeaderMap, Method, StatusCode,
         header::{AUTHORIZATION, WWW_AUTHENTICATE},
         request::Parts,
     },
@@ -47,15 +50,18 @@ pub struct AuthUser {
 struct Authentication(Result<AuthUser, TokenProblem>);
 
 /// Middleware: checks the token of every request that carries one, and adds the
-/// `invalid_token` challenge to any answer but a `401` (which has its own) when the
-/// token was refused, by this layer or, for a revoked one, by the handler.
+/// `invalid_token` challenge to the answer to a read (`GET`, `HEAD`) whose token
+/// was refused, by this layer or, for a revoked one, by the handler; a `401` has
+/// its own challenge already.
 pub async fn authenticate(State(keys): State<Arc<JwtKeys>>, mut request: Request, next: Next) -> Response {
     let Some(outcome) = check(request.headers(), &keys) else { return next.run(request).await };
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
     let refused = outcome.as_ref().err().copied();
     request.extensions_mut().insert(Authentication(outcome));
     let mut response = next.run(request).await;
     let refused = refused.or_else(|| response.extensions().get::<TokenProblem>().copied());
     if let Some(problem) = refused
+        && is_read
         && response.status() != StatusCode::UNAUTHORIZED
     {
         response.headers_mut().insert(WWW_AUTHENTICATE, problem.challenge());

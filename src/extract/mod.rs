@@ -1,5 +1,6 @@
-//! Request extractors: authentication, JSON bodies, paths and list parameters,
-//! each rejecting bad input in the API's error format.
+//! Request extractors: authentication (with the layer that checks a token once
+//! per request), JSON bodies, paths and list parameters, each rejecting bad input
+//! in the API's error format.
 
 mod auth;
 mod json;

@@ -22,7 +22,7 @@ use crate::{
         BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
         ValidationFailed,
     },
-    routes::{Profile, ProfileRef, json_writer::JsonWriter},
+    routes::{Profile, ProfileRef, answer_read, json_writer::JsonWriter, unset_if_empty},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -111,12 +111,12 @@ pub struct ArticleSummary<'a> {
 }
 
 fn author(row: &mut ArticleRow) -> Profile {
-    Profile::new(
-        std::mem::take(&mut row.author_username),
-        std::mem::take(&mut row.author_bio),
-        std::mem::take(&mut row.author_image),
-        row.author_following,
-    )
+    Profile {
+        username: std::mem::take(&mut row.author_username),
+        bio: unset_if_empty(std::mem::take(&mut row.author_bio)),
+        image: unset_if_empty(std::mem::take(&mut row.author_image)),
+        following: row.author_following,
+    }
 }
 
 impl ArticleSummary<'_> {
@@ -178,12 +178,12 @@ impl<'a> From<ListedArticle<'a>> for ArticleSummary<'a> {
             updated_at: article.updated_at,
             favorited: article.favorited,
             favorites_count: article.favorites_count,
-            author: ProfileRef::new(
-                article.author_username,
-                article.author_bio,
-                article.author_image,
-                article.author_following,
-            ),
+            author: ProfileRef {
+                username: article.author_username,
+                bio: unset_if_empty(article.author_bio),
+                image: unset_if_empty(article.author_image),
+                following: article.author_following,
+            },
         }
     }
 }
@@ -214,7 +214,8 @@ fn many(page: &db::articles::ArticlePage) -> Result<Response> {
 
 /// Articles, newest first, filtered by `tag`, `author` and `favorited` (combined
 /// with AND). Auth is optional; lists omit the body.
-/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
+/// A refused token (invalid, expired or revoked) reads as no token, and the answer carries a
+/// `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles", tag = "Articles", operation_id = "GetArticles",
     params(ArticleFilters, Page),
     security((), ("Token" = []), ("Bearer" = [])),
@@ -238,16 +239,11 @@ pub async fn list(
         limit: page.limit,
         offset: page.offset,
     };
+    let viewer = viewer.map(|v| v.id);
     let mut conn = reads.acquire().await?;
-    let rows = db::articles::list(&mut *conn, &query, viewer.as_ref().map(|v| v.id)).await;
+    let rows = db::articles::list(&mut *conn, &query, viewer).await;
     let page = conn.release(rows)?;
-    let mut response = many(&page)?;
-    if viewer.is_some() && !page.viewer_exists {
-        // The token outlived its account: the page is the anonymous one (no flag
-        // can be set for a viewer who does not exist), and the answer says so.
-        response.extensions_mut().insert(TokenProblem::Revoked);
-    }
-    Ok(response)
+    Ok(answer_read(many(&page)?, viewer, page.viewer_exists))
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -272,7 +268,8 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
 }
 
 /// One article. Auth is optional.
-/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
+/// A refused token (invalid, expired or revoked) reads as no token, and the answer carries a
+/// `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles/{slug}", tag = "Articles", operation_id = "GetArticle",
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),
@@ -282,14 +279,13 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
-pub async fn get(
-    State(reads): State<Reads>,
-    viewer: Option<AuthUser>,
-    Path(slug): Path<String>,
-) -> Result<Json<ArticleResponse>> {
+pub async fn get(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Response> {
+    let viewer = viewer.map(|v| v.id);
     let mut conn = reads.acquire().await?;
-    let row = db::articles::get(&mut *conn, &slug, viewer.map(|v| v.id)).await;
-    one(conn.release(row)?)
+    let row = db::articles::get(&mut *conn, &slug, viewer).await;
+    let row = conn.release(row)?.ok_or(Error::NotFound("article"))?;
+    let viewer_exists = row.viewer_exists;
+    Ok(answer_read(Json(ArticleResponse { article: row.into() }), viewer, viewer_exists))
 }
 
 /// Create an article. It and its tags are written in one transaction.
@@ -512,7 +508,7 @@ mod tests {
             favorited: following,
             favorites_count: 7,
             // An unset image: `null`, as serde writes `None`.
-            author: ProfileRef::new(username, bio, "", following),
+            author: ProfileRef { username, bio: Some(bio), image: None, following },
         }
     }
 

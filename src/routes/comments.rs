@@ -15,7 +15,7 @@ use crate::{
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
-    routes::{Profile, json_writer::JsonWriter},
+    routes::{Profile, answer_read, json_writer::JsonWriter, unset_if_empty},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,7 +50,12 @@ impl From<CommentRow> for Comment {
             created_at: row.created_at,
             updated_at: row.updated_at,
             body: row.body,
-            author: Profile::new(row.author_username, row.author_bio, row.author_image, row.author_following),
+            author: Profile {
+                username: row.author_username,
+                bio: unset_if_empty(row.author_bio),
+                image: unset_if_empty(row.author_image),
+                following: row.author_following,
+            },
         }
     }
 }
@@ -121,7 +126,8 @@ pub async fn add(
 }
 
 /// The comments of an article, newest first. Auth is optional.
-/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
+/// A refused token (invalid, expired or revoked) reads as no token, and the answer carries a
+/// `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/articles/{slug}/comments", tag = "Comments", operation_id = "GetArticleComments",
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),
@@ -131,15 +137,13 @@ pub async fn add(
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
-pub async fn list(
-    State(reads): State<Reads>,
-    viewer: Option<AuthUser>,
-    Path(slug): Path<String>,
-) -> Result<CommentsResponse> {
+pub async fn list(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Response> {
+    let viewer = viewer.map(|v| v.id);
     let mut conn = reads.acquire().await?;
-    let rows = db::comments::list(&mut *conn, &slug, viewer.map(|v| v.id)).await;
-    let rows = conn.release(rows)?.ok_or(Error::NotFound("article"))?;
-    Ok(CommentsResponse { comments: rows.into_iter().map(Comment::from).collect() })
+    let found = db::comments::list(&mut *conn, &slug, viewer).await;
+    let found = conn.release(found)?.ok_or(Error::NotFound("article"))?;
+    let comments = CommentsResponse { comments: found.comments.into_iter().map(Comment::from).collect() };
+    Ok(answer_read(comments, viewer, found.viewer_exists))
 }
 
 /// Delete a comment: its author only. An id that is not a number, or that
@@ -188,7 +192,12 @@ mod tests {
             updated_at: (at + chrono::Duration::microseconds(1_234_567)).into(),
             body: text.to_owned(),
             // An unset image: `null`, as serde writes `None`.
-            author: Profile::new(format!("{text} author"), text.to_owned(), String::new(), id % 2 == 0),
+            author: Profile {
+                username: format!("{text} author"),
+                bio: Some(text.to_owned()),
+                image: None,
+                following: id % 2 == 0,
+            },
         }
     }
 

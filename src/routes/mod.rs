@@ -10,6 +10,7 @@ pub mod users;
 
 mod json_writer;
 
+use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -21,6 +22,18 @@ use crate::{
     error::{Error, Result},
     extract::AuthUser,
 };
+
+/// A public read's answer to `viewer`: when their token named an account that no
+/// longer exists, the read was made as for nobody (no flag can be set for a viewer
+/// who does not exist), and the answer says so: `extract::authenticate` turns the
+/// marker into the `has been revoked` challenge.
+pub fn answer_read(response: impl IntoResponse, viewer: Option<i64>, viewer_exists: bool) -> Response {
+    let mut response = response.into_response();
+    if viewer.is_some() && !viewer_exists {
+        response.extensions_mut().insert(TokenProblem::Revoked);
+    }
+    response
+}
 
 /// 401 when the caller's account is gone: for writes that no foreign key guards
 /// (removing a follow, a favorite, an article or a comment).
@@ -40,11 +53,6 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// From the stored columns, where an unset `bio` or `image` is `""`.
-    pub fn new(username: String, bio: String, image: String, following: bool) -> Self {
-        Self { username, bio: unset_if_empty(bio), image: unset_if_empty(image), following }
-    }
-
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
         let Self { username, bio, image, following } = self;
         ProfileRef { username, bio: bio.as_deref(), image: image.as_deref(), following: *following }.write_json(out);
@@ -60,13 +68,7 @@ pub struct ProfileRef<'a> {
     pub following: bool,
 }
 
-impl<'a> ProfileRef<'a> {
-    /// From the stored columns, where an unset `bio` or `image` is `""`.
-    pub fn new(username: &'a str, bio: &'a str, image: &'a str, following: bool) -> Self {
-        let unset_if_empty = |text: &'a str| (!text.is_empty()).then_some(text);
-        Self { username, bio: unset_if_empty(bio), image: unset_if_empty(image), following }
-    }
-
+impl ProfileRef<'_> {
     fn write_json(&self, out: &mut json_writer::JsonWriter) {
         out.object(|o| {
             o.key("username").string(self.username);
@@ -79,15 +81,20 @@ impl<'a> ProfileRef<'a> {
 
 impl From<ProfileRow> for Profile {
     fn from(row: ProfileRow) -> Self {
-        Self::new(row.username, row.bio, row.image, row.following)
+        Self {
+            username: row.username,
+            bio: unset_if_empty(row.bio),
+            image: unset_if_empty(row.image),
+            following: row.following,
+        }
     }
 }
 
-/// An unset `bio` or `image`: stored as `""` (the columns are `NOT NULL`, so
-/// "unset" has one spelling in the database), answered as `null`, as RealWorld
-/// 2.0 says.
-pub fn unset_if_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
+/// An unset `bio` or `image` (owned or borrowed): stored as `""` (the columns are
+/// `NOT NULL`, so "unset" has one spelling in the database), answered as `null`,
+/// as RealWorld 2.0 says.
+pub fn unset_if_empty<T: AsRef<str>>(text: T) -> Option<T> {
+    (!text.as_ref().is_empty()).then_some(text)
 }
 
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.

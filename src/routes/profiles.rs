@@ -1,6 +1,6 @@
 //! `/api/profiles/{username}`: view, follow and unfollow.
 
-use axum::extract::State;
+use axum::{extract::State, response::Response};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, NotFound, Unauthorized, ValidationFailed},
-    routes::Profile,
+    routes::{Profile, answer_read},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -24,7 +24,8 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
 }
 
 /// A user's profile; auth is optional (it sets `following`).
-/// A refused token (invalid, expired) reads as no token, and the answer carries a `WWW-Authenticate` challenge.
+/// A refused token (invalid, expired or revoked) reads as no token, and the answer carries a
+/// `WWW-Authenticate` challenge.
 #[utoipa::path(get, path = "/profiles/{username}", tag = "Profile", operation_id = "GetProfileByUsername",
     params(("username" = String, Path, description = "Username of the profile, matched case-insensitively")),
     security((), ("Token" = []), ("Bearer" = [])),
@@ -38,10 +39,12 @@ pub async fn get(
     State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     Path(username): Path<String>,
-) -> Result<Json<ProfileResponse>> {
+) -> Result<Response> {
+    let viewer = viewer.map(|v| v.id);
     let mut conn = reads.acquire().await?;
-    let row = db::profiles::get(&mut *conn, &username, viewer.map(|v| v.id)).await;
-    respond(conn.release(row)?)
+    let found = db::profiles::get(&mut *conn, &username, viewer).await;
+    let found = conn.release(found)?.ok_or(Error::NotFound("profile"))?;
+    Ok(answer_read(respond(Some(found.profile))?, viewer, found.viewer_exists))
 }
 
 /// Follow a user; following twice is a no-op. Any request body is ignored:

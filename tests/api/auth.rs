@@ -191,21 +191,50 @@ async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visito
 }
 
 #[tokio::test]
-async fn a_token_of_a_deleted_user_reads_the_article_list_as_anonymous_with_a_revoked_challenge() {
+async fn a_token_of_a_deleted_user_reads_every_public_read_as_anonymous_with_a_revoked_challenge() {
     let app = TestApp::new().await;
     let jake = app.register("jake").await;
     let bob = app.register("bob").await;
-    app.create_article(&bob, "Dragons", &[]).await;
+    let slug = app.create_article(&bob, "Dragons", &["dragons"]).await;
+    app.comment(&bob, &slug, "first").await;
+    app.follow(&jake, "bob").await;
+    app.favorite(&jake, &slug).await;
     sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
 
-    let anonymous = app.get("/api/articles", None).await;
-    let response = app.get("/api/articles", Some(&jake)).await;
+    let reads = [
+        "/api/articles".to_owned(),
+        format!("/api/articles/{slug}"),
+        format!("/api/articles/{slug}/comments"),
+        "/api/profiles/bob".to_owned(),
+        "/api/tags".to_owned(),
+    ];
+    for uri in &reads {
+        let anonymous = app.get(uri, None).await;
+        let response = app.get(uri, Some(&jake)).await;
+        assert_eq!(response.status, StatusCode::OK, "{uri}: {}", response.text);
+        assert_eq!(response.body, anonymous.body, "{uri}");
+        assert_eq!(
+            response.headers[header::WWW_AUTHENTICATE],
+            r#"Token error="invalid_token", error_description="has been revoked""#,
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_token_sent_with_a_login_or_a_registration_changes_nothing_in_the_answer() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let stale = forge(JWT_SECRET, &user_id(&app, "jake").await.to_string(), -7200, -3600);
+    let login = json!({"user": {"email": "jake@example.com", "password": crate::support::PASSWORD}});
+    let response = app.post("/api/users/login", Some(&stale), login).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
-    assert_eq!(response.body, anonymous.body);
-    assert_eq!(
-        response.headers[header::WWW_AUTHENTICATE],
-        r#"Token error="invalid_token", error_description="has been revoked""#
-    );
+    assert!(!response.headers.contains_key(header::WWW_AUTHENTICATE), "{:?}", response.headers);
+    let register =
+        json!({"user": {"username": "ann", "email": "ann@example.com", "password": crate::support::PASSWORD}});
+    let response = app.post("/api/users", Some(&stale), register).await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    assert!(!response.headers.contains_key(header::WWW_AUTHENTICATE), "{:?}", response.headers);
 }
 
 #[tokio::test]
