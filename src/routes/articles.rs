@@ -220,7 +220,8 @@ fn many(page: &db::articles::ArticlePage) -> Result<Response> {
     params(ArticleFilters, Page),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
+        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse,
+        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
         (status = 400, response = BadRequest),
         (status = 422, response = ValidationFailed),
     ))]
@@ -274,7 +275,8 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The article", body = ArticleResponse),
+        (status = 200, description = "The article", body = ArticleResponse,
+        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     ))]

@@ -30,7 +30,8 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
     params(("username" = String, Path, description = "Username of the profile, matched case-insensitively")),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The profile", body = ProfileResponse),
+        (status = 200, description = "The profile", body = ProfileResponse,
+        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     ))]

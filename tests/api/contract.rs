@@ -74,6 +74,8 @@ enum Kind {
     Content,
     /// The official status code is not documented by ours.
     MissingStatus,
+    /// Ours documents a success status that the official operation does not have.
+    ExtraStatus,
     /// An error body is not `{"errors": {"<key>": ["<message>"]}}`.
     ErrorShape,
     /// A `$ref` that does not resolve, or a construct the walker does not know.
@@ -401,6 +403,13 @@ fn success_responses_are_compatible_with_the_official_spec() {
             let mut walker = SchemaWalker::new(&specs, &op, &format!("{status} "));
             walker.compare_content(official_response, our_response);
             differences.extend(walker.differences);
+        }
+        // A success status of ours that the official spec does not have: a client
+        // that checks for the official one would take our answer for a failure.
+        for status in our_statuses.iter().filter(|s| s.starts_with('2')) {
+            if op.official["responses"].get(*status).is_none() {
+                differences.push(op.difference(*status, Kind::ExtraStatus, "a success status the official spec lacks"));
+            }
         }
     }
     assert_no_differences("success responses", Some(Check::SuccessResponses), differences);
