@@ -130,7 +130,39 @@ fn parse_authorization(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_authorization;
+    use std::{sync::Arc, time::Duration};
+
+    use axum::{Router, body::Body, http::Request, routing::get};
+    use secrecy::SecretString;
+    use tower::ServiceExt as _;
+
+    use super::{AuthUser, parse_authorization};
+    use crate::auth::JwtKeys;
+
+    /// Without the layer (a router of a forker's own), the extractor checks the
+    /// token itself: a valid one is the caller, a missing one a 401.
+    #[tokio::test]
+    async fn without_the_layer_the_extractor_checks_the_token_itself() {
+        let keys =
+            Arc::new(JwtKeys::new(&SecretString::from("0123456789abcdef0123456789abcdef"), Duration::from_secs(60)));
+        let token = keys.sign(42).expect("signs");
+        let router =
+            Router::new().route("/", get(|user: AuthUser| async move { user.id.to_string() })).with_state(keys);
+        let request = |authorization: Option<String>| {
+            let builder = Request::builder().uri("/");
+            let builder = match authorization {
+                Some(value) => builder.header("authorization", value),
+                None => builder,
+            };
+            builder.body(Body::empty()).expect("valid request")
+        };
+        let response = router.clone().oneshot(request(Some(format!("Token {token}")))).await.expect("answers");
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"42");
+        let response = router.oneshot(request(None)).await.expect("answers");
+        assert_eq!(response.status(), 401);
+    }
 
     #[test]
     fn token_and_bearer_schemes_are_accepted() {
