@@ -73,11 +73,25 @@ impl Modify for SecuritySchemes {
 
 /// Adds the answers any operation may give to each one: an internal error, and a
 /// 503 when no database connection could be had in time or the request took
-/// longer than `REQUEST_TIMEOUT_SECONDS`. Runs on the
-/// finished document, once the router has added the operations.
+/// longer than `REQUEST_TIMEOUT_SECONDS`; and, on the `200` of every public read
+/// (a `GET` that may be called with or without a token), the challenge that
+/// `extract::authenticate` adds when the token was refused. Runs on the finished
+/// document, once the router has added the operations.
 pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{Ref, RefOr};
+    use utoipa::openapi::{Ref, RefOr, header::HeaderBuilder, security::SecurityRequirement};
+    let anonymous = SecurityRequirement::default();
     for item in openapi.paths.paths.values_mut() {
+        let public_read = item.get.as_ref().and_then(|get| get.security.as_ref()).is_some_and(|security| {
+            security.contains(&anonymous) && security.iter().any(|requirement| *requirement != anonymous)
+        });
+        if let Some(RefOr::T(ok)) = item.get.as_mut().and_then(|get| get.responses.responses.get_mut("200"))
+            && public_read
+        {
+            let challenge = HeaderBuilder::new()
+                .description(Some("When the token was refused: `Token error=\"invalid_token\", ...`"))
+                .build();
+            ok.headers.insert("WWW-Authenticate".to_owned(), RefOr::T(challenge));
+        }
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;

@@ -48,3 +48,19 @@ impl TokenProblem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TokenProblem;
+
+    /// The challenge's description is the body's message, so that a client reads
+    /// the same reason in both.
+    #[test]
+    fn a_refused_tokens_challenge_carries_its_message_and_a_missing_one_no_error() {
+        assert_eq!(TokenProblem::Missing.challenge(), "Token");
+        for problem in [TokenProblem::Invalid, TokenProblem::Expired, TokenProblem::Revoked] {
+            let expected = format!(r#"Token error="invalid_token", error_description="{}""#, problem.message());
+            assert_eq!(problem.challenge(), expected.as_str(), "{problem:?}");
+        }
+    }
+}

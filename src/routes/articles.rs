@@ -220,8 +220,7 @@ fn many(page: &db::articles::ArticlePage) -> Result<Response> {
     params(ArticleFilters, Page),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse,
-        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
+        (status = 200, description = "A page of articles and the total count", body = ArticlesResponse),
         (status = 400, response = BadRequest),
         (status = 422, response = ValidationFailed),
     ))]
@@ -275,8 +274,7 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The article", body = ArticleResponse,
-        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
+        (status = 200, description = "The article", body = ArticleResponse),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     ))]
@@ -285,9 +283,9 @@ pub async fn get(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug
     let viewer = viewer.map(|v| v.id);
     let mut conn = reads.acquire().await?;
     let row = db::articles::get(&mut *conn, &slug, viewer).await;
-    let row = conn.release(row)?.ok_or(Error::NotFound("article"))?;
-    let viewer_exists = row.viewer_exists;
-    Ok(answer_read(Json(ArticleResponse { article: row.into() }), viewer, viewer_exists))
+    let row = conn.release(row)?;
+    let viewer_exists = row.as_ref().is_some_and(|row| row.viewer_exists);
+    Ok(answer_read(one(row)?, viewer, viewer_exists))
 }
 
 /// Create an article. It and its tags are written in one transaction.

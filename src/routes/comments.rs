@@ -132,8 +132,7 @@ pub async fn add(
     params(("slug" = String, Path, description = "Slug of the article")),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The comments", body = CommentsResponse,
-        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
+        (status = 200, description = "The comments", body = CommentsResponse),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     ))]

@@ -30,8 +30,7 @@ fn respond(row: Option<db::profiles::ProfileRow>) -> Result<Json<ProfileResponse
     params(("username" = String, Path, description = "Username of the profile, matched case-insensitively")),
     security((), ("Token" = []), ("Bearer" = [])),
     responses(
-        (status = 200, description = "The profile", body = ProfileResponse,
-        headers(("WWW-Authenticate" = String, description = "When the token was refused: `Token error=\"invalid_token\", ...`"))),
+        (status = 200, description = "The profile", body = ProfileResponse),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     ))]
@@ -45,7 +44,7 @@ pub async fn get(
     let mut conn = reads.acquire().await?;
     let found = db::profiles::get(&mut *conn, &username, viewer).await;
     let found = conn.release(found)?.ok_or(Error::NotFound("profile"))?;
-    Ok(answer_read(respond(Some(found.profile))?, viewer, found.viewer_exists))
+    Ok(answer_read(Json(ProfileResponse { profile: found.profile.into() }), viewer, found.viewer_exists))
 }
 
 /// Follow a user; following twice is a no-op. Any request body is ignored:
