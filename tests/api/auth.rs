@@ -40,6 +40,25 @@ async fn user_id(app: &TestApp, username: &str) -> i64 {
         .expect("user exists")
 }
 
+/// The challenge of a refused token whose body message is `message`.
+fn challenge(message: &str) -> String {
+    format!(r#"Token error="invalid_token", error_description="{message}""#)
+}
+
+/// Asserts that a public read (`what`) with a refused token got the anonymous
+/// answer (`anonymous`) and the challenge for `message`.
+#[track_caller]
+fn assert_read_as_anonymous_with_challenge(
+    what: &str,
+    response: &TestResponse,
+    anonymous: &TestResponse,
+    message: &str,
+) {
+    assert_eq!(response.status, StatusCode::OK, "{what}: {}", response.text);
+    assert_eq!(response.body, anonymous.body, "{what} reads as anonymous");
+    assert_eq!(response.headers[header::WWW_AUTHENTICATE], challenge(message).as_str(), "{what}");
+}
+
 /// Asserts the 401 of the API: errors under `token` and a `WWW-Authenticate` challenge.
 #[track_caller]
 fn assert_unauthorized(response: &TestResponse) {
@@ -129,10 +148,7 @@ async fn a_refused_token_on_a_protected_endpoint_is_401_saying_why() {
             let response = send_with_authorization(&app, method, uri, &authorization).await;
             assert_unauthorized(&response);
             assert_eq!(response.body, json!({"errors": {"token": [message]}}), "{uri} with {authorization}");
-            assert_eq!(
-                response.headers[header::WWW_AUTHENTICATE],
-                format!(r#"Token error="invalid_token", error_description="{message}""#).as_str()
-            );
+            assert_eq!(response.headers[header::WWW_AUTHENTICATE], challenge(message).as_str());
         }
     }
 }
@@ -176,12 +192,11 @@ async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visito
 
         for (authorization, message) in &refused {
             let response = send_with_authorization(&app, Method::GET, uri, authorization).await;
-            assert_eq!(response.status, StatusCode::OK, "{uri} with {authorization}: {}", response.text);
-            assert_eq!(response.body, anonymous.body, "{uri} with {authorization} reads as anonymous");
-            assert_eq!(
-                response.headers[header::WWW_AUTHENTICATE],
-                format!(r#"Token error="invalid_token", error_description="{message}""#).as_str(),
-                "{uri} with {authorization}"
+            assert_read_as_anonymous_with_challenge(
+                &format!("{uri} with {authorization}"),
+                &response,
+                &anonymous,
+                message,
             );
         }
     }
@@ -211,13 +226,7 @@ async fn a_token_of_a_deleted_user_reads_every_public_read_as_anonymous_with_a_r
     for uri in &reads {
         let anonymous = app.get(uri, None).await;
         let response = app.get(uri, Some(&jake)).await;
-        assert_eq!(response.status, StatusCode::OK, "{uri}: {}", response.text);
-        assert_eq!(response.body, anonymous.body, "{uri}");
-        assert_eq!(
-            response.headers[header::WWW_AUTHENTICATE],
-            r#"Token error="invalid_token", error_description="has been revoked""#,
-            "{uri}"
-        );
+        assert_read_as_anonymous_with_challenge(uri, &response, &anonymous, "has been revoked");
     }
 }
 
