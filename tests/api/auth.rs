@@ -153,19 +153,26 @@ async fn a_refused_token_on_a_protected_endpoint_is_401_saying_why() {
     }
 }
 
+/// Jake's article "Dragons" (slug returned), with a comment and a tag, and bob's
+/// token: bob follows jake and likes the article, so his view of every public read
+/// differs from the anonymous one.
+async fn an_article_and_a_fan(app: &TestApp) -> (String, String) {
+    let jake = app.register("jake").await;
+    let bob = app.register("bob").await;
+    let slug = app.create_article(&jake, "Dragons", &["dragons"]).await;
+    app.comment(&jake, &slug, "first").await;
+    app.follow(&bob, "jake").await;
+    app.favorite(&bob, &slug).await;
+    (slug, bob)
+}
+
 /// Clients keep a stale token in storage and sign the user out on any 401 from
 /// a public page; answering such reads anonymously keeps the site readable, and
 /// the challenge still tells the client its token is no good.
 #[tokio::test]
 async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visitor_with_a_challenge() {
     let app = TestApp::new().await;
-    let jake = app.register("jake").await;
-    let bob = app.register("bob").await;
-    let slug = app.create_article(&jake, "Dragons", &["dragons"]).await;
-    app.comment(&jake, &slug, "first").await;
-    // Bob follows jake and likes the article: his own view differs from the anonymous one.
-    app.follow(&bob, "jake").await;
-    app.favorite(&bob, &slug).await;
+    let (slug, bob) = an_article_and_a_fan(&app).await;
     let bob_id = user_id(&app, "bob").await.to_string();
 
     let reads = [
@@ -208,24 +215,19 @@ async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visito
 #[tokio::test]
 async fn a_token_of_a_deleted_user_reads_every_public_read_as_anonymous_with_a_revoked_challenge() {
     let app = TestApp::new().await;
-    let jake = app.register("jake").await;
-    let bob = app.register("bob").await;
-    let slug = app.create_article(&bob, "Dragons", &["dragons"]).await;
-    app.comment(&bob, &slug, "first").await;
-    app.follow(&jake, "bob").await;
-    app.favorite(&jake, &slug).await;
-    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+    let (slug, bob) = an_article_and_a_fan(&app).await;
+    sqlx::query("DELETE FROM users WHERE username = 'bob'").execute(&app.db).await.expect("delete bob");
 
     let reads = [
         "/api/articles".to_owned(),
         format!("/api/articles/{slug}"),
         format!("/api/articles/{slug}/comments"),
-        "/api/profiles/bob".to_owned(),
+        "/api/profiles/jake".to_owned(),
         "/api/tags".to_owned(),
     ];
     for uri in &reads {
         let anonymous = app.get(uri, None).await;
-        let response = app.get(uri, Some(&jake)).await;
+        let response = app.get(uri, Some(&bob)).await;
         assert_read_as_anonymous_with_challenge(uri, &response, &anonymous, "has been revoked");
     }
 }
