@@ -25,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
-    auth::{JwtKeys, PasswordHasher},
+    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     config::CorsOrigins,
     db::Reads,
     error::Error,
@@ -37,36 +37,28 @@ use crate::{
 /// Where the OpenAPI document is served; the interactive docs are at `/docs`.
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 
+/// The request's id: taken from the client when it sends one, made otherwise,
+/// and echoed in the response and the logs.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Sent by some browser clients (jQuery-era frameworks) on every request.
+const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+
 /// The largest request body accepted; more is a 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Shared by every handler; cheap to clone.
-#[derive(Debug, Clone)]
+/// Shared by every handler; cheap to clone. A handler takes the whole state, or
+/// any one field (`State<PgPool>`, `State<Reads>`, ...).
+#[derive(Debug, Clone, FromRef)]
 pub struct AppState {
     /// Writes, and anything that is not a one-statement read.
     pub db: PgPool,
     /// One-statement reads.
     pub reads: Reads,
     pub jwt: Arc<JwtKeys>,
+    /// Accounts whose tokens are refused.
+    pub deleted_accounts: DeletedAccounts,
     pub hasher: PasswordHasher,
-}
-
-impl FromRef<AppState> for PgPool {
-    fn from_ref(state: &AppState) -> Self {
-        state.db.clone()
-    }
-}
-
-impl FromRef<AppState> for Reads {
-    fn from_ref(state: &AppState) -> Self {
-        state.reads.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<JwtKeys> {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
-    }
 }
 
 /// Settings of the HTTP layer.
@@ -113,15 +105,14 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(true),
     );
 
-    let request_id = HeaderName::from_static("x-request-id");
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
                     let route = req.extensions().get::<MatchedPath>().map_or("<unmatched>", MatchedPath::as_str);
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                     tracing::info_span!("request", method = %req.method(), route, request_id = id, status = tracing::field::Empty)
                 })
                 .on_request(())
@@ -131,7 +122,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
                 })
                 .on_failure(()),
         )
-        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         // Outside the error and timeout layers, so browsers can read those answers too.
         .layer(cors(&options.cors_origins))
         .map_response(error_bodies)
@@ -148,7 +139,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
-        .layer(axum::middleware::from_fn_with_state(state.jwt.clone(), extract::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
         .layer(layers)
         .with_state(state)
 }
@@ -163,9 +154,9 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-requested-with")])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUESTED_WITH])
         // A client in the browser reads `WWW-Authenticate` to learn that its token was refused.
-        .expose_headers([HeaderName::from_static("x-request-id"), header::WWW_AUTHENTICATE])
+        .expose_headers([X_REQUEST_ID, header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(3600))
 }
 

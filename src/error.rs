@@ -12,7 +12,11 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{auth::TokenProblem, extract::Json};
+use crate::{
+    auth::TokenProblem,
+    db::{self, Resource, Unique},
+    extract::Json,
+};
 
 /// Field-level validation failures: field name to messages, in a stable order.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -136,47 +140,39 @@ impl Error {
     }
 }
 
-/// Constraint violations are the client's fault and get their 4xx; a pool that
-/// lent no connection in time, or a statement cancelled for running too long, is
-/// a 503; anything else from the database is internal.
+/// A database failure is never the client's fault: a pool that lent no
+/// connection in time, or a statement cancelled for running too long, is a 503
+/// to retry; anything else a 500. What the client can cause comes typed, as a
+/// [`db::Error`].
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if matches!(err, sqlx::Error::PoolTimedOut) {
-            return Self::Unavailable;
-        }
-        let Some(db) = err.as_database_error() else { return Self::Database(err) };
-        match db.code().as_deref() {
-            // A NUL byte or invalid UTF-8 in a value the client sent.
-            Some("22021") => return Self::request(StatusCode::BAD_REQUEST, "text may not contain NUL characters"),
+        match &err {
+            sqlx::Error::PoolTimedOut => Self::Unavailable,
             // Cancelled: it ran past `statement_timeout`, the request's time limit
             // (see `db::open`), or an operator cancelled it.
-            Some("57014") => return Self::TimedOut,
-            _ => {}
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Self::TimedOut,
+            _ => Self::Database(err),
         }
-        let field_error = |field: &str, message: &str| Self::Validation(ValidationErrors::single(field, message));
+    }
+}
+
+impl From<db::Error> for Error {
+    fn from(err: db::Error) -> Self {
         let conflict = |field: &str, message: &str| Self::Conflict(ValidationErrors::single(field, message));
-        match db.constraint() {
-            Some("users_username_key") if db.is_unique_violation() => conflict("username", "has already been taken"),
-            Some("users_email_key") if db.is_unique_violation() => conflict("email", "has already been taken"),
-            Some("articles_slug_key") if db.is_unique_violation() => {
+        match err {
+            db::Error::Taken(Unique::Username) => conflict("username", "has already been taken"),
+            db::Error::Taken(Unique::Email) => conflict("email", "has already been taken"),
+            db::Error::Taken(Unique::Slug) => {
                 conflict("title", "an article with the same slug was saved at the same time; please retry")
             }
-            Some("follows_not_self") => field_error("username", "you cannot follow yourself"),
-            // The caller's own row is gone: the token outlived its account.
-            Some(
-                "articles_author_id_fkey"
-                | "comments_author_id_fkey"
-                | "follows_follower_id_fkey"
-                | "favorites_user_id_fkey",
-            ) if db.is_foreign_key_violation() => Self::Unauthorized(TokenProblem::Revoked),
-            // The target was deleted by someone else in the meantime.
-            Some("favorites_article_id_fkey" | "comments_article_id_fkey" | "article_tags_article_id_fkey")
-                if db.is_foreign_key_violation() =>
-            {
-                Self::NotFound("article")
+            db::Error::CallerGone => Self::Unauthorized(TokenProblem::Revoked),
+            db::Error::Gone(Resource::Article) => Self::NotFound("article"),
+            db::Error::Gone(Resource::Profile) => Self::NotFound("profile"),
+            db::Error::SelfFollow => {
+                Self::Validation(ValidationErrors::single("username", "you cannot follow yourself"))
             }
-            Some("follows_followee_id_fkey") if db.is_foreign_key_violation() => Self::NotFound("profile"),
-            _ => Self::Database(err),
+            db::Error::NulInText => Self::request(StatusCode::BAD_REQUEST, "text may not contain NUL characters"),
+            db::Error::Sql(err) => err.into(),
         }
     }
 }

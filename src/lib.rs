@@ -24,7 +24,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::{
     app::{AppState, HttpOptions},
-    auth::{JwtKeys, PasswordHasher},
+    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     config::{Config, Database},
     embedded_pg::EmbeddedPostgres,
 };
@@ -54,10 +54,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
     let (db, reads) = db::open(options, config.db_max_connections, config.request_timeout).await?;
+    let deleted_accounts =
+        DeletedAccounts::follow(&db, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
     let state = AppState {
         db: db.clone(),
         reads: reads.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
+        deleted_accounts,
         hasher: PasswordHasher::new(crate::auth::password::per_core())?,
     };
     let app = app::router(

@@ -1,9 +1,11 @@
 //! Credentials: JWT access tokens and Argon2id password hashes, and why a token
 //! is refused (with the HTTP challenge that says so).
 
+mod deleted_accounts;
 pub mod jwt;
 pub mod password;
 
+pub use deleted_accounts::DeletedAccounts;
 pub use jwt::JwtKeys;
 pub use password::PasswordHasher;
 

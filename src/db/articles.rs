@@ -1,8 +1,9 @@
 //! Articles and favorites.
 
-use sqlx::{PgExecutor, Row as _, ValueRef as _, postgres::PgRow};
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow as _, PgExecutor, Row as _, ValueRef as _, postgres::PgRow};
 
-use super::{Timestamp, text_array::Texts};
+use super::Error;
 
 /// An article as a viewer sees it, with its author's profile flattened in.
 #[derive(Debug, Clone)]
@@ -12,16 +13,14 @@ pub struct ArticleRow {
     pub description: String,
     pub body: String,
     pub tag_list: Vec<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     pub favorited: bool,
     pub favorites_count: i64,
     pub author_username: String,
     pub author_bio: String,
     pub author_image: String,
     pub author_following: bool,
-    /// Whether the viewer's account exists (a token can outlive it).
-    pub viewer_exists: bool,
 }
 
 /// One page of a list as PostgreSQL sent it, and the number of all matches.
@@ -34,19 +33,18 @@ pub struct ArticlePage {
     /// The page's rows; without articles, the one row of the total.
     rows: Vec<PgRow>,
     pub total: i64,
-    /// Whether the viewer's account exists (a token can outlive it).
-    pub viewer_exists: bool,
 }
 
-/// An article of a page, as the viewer sees it, borrowed from the page.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An article of a page, as the viewer sees it, borrowed from its row. Its
+/// fields are read by name, each checked against the column's type.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ListedArticle<'r> {
     pub slug: &'r str,
     pub title: &'r str,
     pub description: &'r str,
-    pub tag_list: Vec<&'r str>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
+    pub tag_list: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     pub favorited: bool,
     pub favorites_count: i64,
     pub author_username: &'r str,
@@ -57,27 +55,13 @@ pub struct ListedArticle<'r> {
 
 impl ArticlePage {
     /// The articles, newest first.
-    pub fn articles(&self) -> Result<Vec<ListedArticle<'_>>, sqlx::Error> {
-        use column::*;
+    pub fn articles(&self) -> Result<Vec<ListedArticle<'_>>, Error> {
         let mut articles = Vec::with_capacity(self.rows.len());
         for row in &self.rows {
-            if row.try_get_raw(SLUG)?.is_null() {
+            if row.try_get_raw("slug")?.is_null() {
                 continue; // the total's row of an empty page
             }
-            articles.push(ListedArticle {
-                slug: row.try_get_unchecked(SLUG)?,
-                title: row.try_get_unchecked(TITLE)?,
-                description: row.try_get_unchecked(DESCRIPTION)?,
-                tag_list: row.try_get_unchecked::<Texts<'_>, _>(TAG_LIST)?.0,
-                created_at: row.try_get_unchecked(CREATED_AT)?,
-                updated_at: row.try_get_unchecked(UPDATED_AT)?,
-                favorited: row.try_get_unchecked(FAVORITED)?,
-                favorites_count: row.try_get_unchecked(FAVORITES_COUNT)?,
-                author_username: row.try_get_unchecked(AUTHOR_USERNAME)?,
-                author_bio: row.try_get_unchecked(AUTHOR_BIO)?,
-                author_image: row.try_get_unchecked(AUTHOR_IMAGE)?,
-                author_following: row.try_get_unchecked(AUTHOR_FOLLOWING)?,
-            });
+            articles.push(ListedArticle::from_row(row)?);
         }
         Ok(articles)
     }
@@ -101,13 +85,11 @@ macro_rules! article_where {
     ($condition:literal, $key:expr, $viewer:expr) => {
         sqlx::query_as!(
             ArticleRow,
-            r#"SELECT a.slug, a.title, a.description, b.body, a.created_at AS "created_at: Timestamp",
-                      a.updated_at AS "updated_at: Timestamp", a.tag_list,
+            r#"SELECT a.slug, a.title, a.description, b.body, a.created_at, a.updated_at, a.tag_list,
                       EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $2) AS "favorited!",
                       a.favorites_count,
                       u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
-                      EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!",
-                      EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
+                      EXISTS (SELECT 1 FROM follows fo WHERE fo.follower_id = $2 AND fo.followee_id = u.id) AS "author_following!"
                FROM articles a JOIN users u ON u.id = a.author_id JOIN article_bodies b ON b.article_id = a.id
                WHERE "# + $condition,
             $key,
@@ -118,139 +100,36 @@ macro_rules! article_where {
 
 /// The article with `slug`, with its body, as `viewer` sees it.
 #[tracing::instrument(skip(db))]
-pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, sqlx::Error> {
-    article_where!("a.slug = $1", slug, viewer).fetch_optional(db).await
+pub async fn get(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<ArticleRow>, Error> {
+    Ok(article_where!("a.slug = $1", slug, viewer).fetch_optional(db).await?)
 }
 
 /// The article `id`, as [`get`] shows it: for reading an article back after a
 /// write that found it by a slug it may no longer have.
 #[tracing::instrument(skip(db))]
-pub async fn get_by_id(
-    db: impl PgExecutor<'_>,
-    id: i64,
-    viewer: Option<i64>,
-) -> Result<Option<ArticleRow>, sqlx::Error> {
-    article_where!("a.id = $1", id, viewer).fetch_optional(db).await
-}
-
-/// The columns of a list statement, in order: the total and the viewer's
-/// existence on every row, the article's columns NULL on the single row of an
-/// empty page. The statements are checked against these names and types at
-/// compile time (see `checked_query!`); [`column`](mod@column) holds their positions, which
-/// [`ArticlePage::articles`] reads, and their names, which [`list`] checks on
-/// the first row of every page (the API test
-/// `a_listed_article_is_the_single_article_without_its_body_in_every_list`
-/// fails if a position is wrong).
-#[allow(dead_code, reason = "built only by the compile-time check of the list statements, never run")]
-struct ListRow {
-    total: i64,
-    viewer_exists: bool,
-    slug: Option<String>,
-    title: Option<String>,
-    description: Option<String>,
-    tag_list: Option<Vec<String>>,
-    created_at: Option<Timestamp>,
-    updated_at: Option<Timestamp>,
-    favorited: Option<bool>,
-    favorites_count: Option<i64>,
-    author_username: Option<String>,
-    author_bio: Option<String>,
-    author_image: Option<String>,
-    author_following: Option<bool>,
-}
-
-/// The names of [`ListRow`]'s columns as the statements alias them, in order,
-/// and the position of each.
-mod column {
-    use sqlx::{Column as _, Row as _, postgres::PgRow};
-
-    /// Each position's column, as the statements name it.
-    pub const NAMES: [&str; 14] = [
-        "total!",
-        "viewer_exists!",
-        "slug?",
-        "title?",
-        "description?",
-        "tag_list?",
-        "created_at?: Timestamp",
-        "updated_at?: Timestamp",
-        "favorited?",
-        "favorites_count?",
-        "author_username?",
-        "author_bio?",
-        "author_image?",
-        "author_following?",
-    ];
-
-    pub const TOTAL: usize = position("total!");
-    pub const VIEWER_EXISTS: usize = position("viewer_exists!");
-    pub const SLUG: usize = position("slug?");
-    pub const TITLE: usize = position("title?");
-    pub const DESCRIPTION: usize = position("description?");
-    pub const TAG_LIST: usize = position("tag_list?");
-    pub const CREATED_AT: usize = position("created_at?: Timestamp");
-    pub const UPDATED_AT: usize = position("updated_at?: Timestamp");
-    pub const FAVORITED: usize = position("favorited?");
-    pub const FAVORITES_COUNT: usize = position("favorites_count?");
-    pub const AUTHOR_USERNAME: usize = position("author_username?");
-    pub const AUTHOR_BIO: usize = position("author_bio?");
-    pub const AUTHOR_IMAGE: usize = position("author_image?");
-    pub const AUTHOR_FOLLOWING: usize = position("author_following?");
-
-    /// `name`'s place in [`NAMES`], at compile time: a name that is not there
-    /// fails the build.
-    const fn position(name: &str) -> usize {
-        let mut i = 0;
-        while i < NAMES.len() {
-            if same(NAMES[i].as_bytes(), name.as_bytes()) {
-                return i;
-            }
-            i += 1;
-        }
-        panic!("not a column of the list statements")
-    }
-
-    const fn same(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        let mut i = 0;
-        while i < a.len() {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-
-    /// An error unless `row` has the columns of [`NAMES`], in that order. Reads
-    /// by position skip sqlx's type checks, and a decoder given another type's
-    /// bytes could read garbage, or panic (sqlx's `bool` indexes its first byte).
-    pub fn check(row: &PgRow) -> Result<(), sqlx::Error> {
-        let names = row.columns().iter().map(|column| column.name());
-        if names.eq(NAMES) {
-            Ok(())
-        } else {
-            let found: Vec<&str> = row.columns().iter().map(|column| column.name()).collect();
-            Err(sqlx::Error::Decode(format!("a list statement's columns are {found:?}, expected {NAMES:?}").into()))
-        }
-    }
+pub async fn get_by_id(db: impl PgExecutor<'_>, id: i64, viewer: Option<i64>) -> Result<Option<ArticleRow>, Error> {
+    Ok(article_where!("a.id = $1", id, viewer).fetch_optional(db).await?)
 }
 
 /// A list statement: the CTEs (`$with`, SQL text, defining at least `page`: the
 /// ids and creation times of the page, newest first) and the expression `total`
-/// are the caller's; the projection is shared. Every statement binds `$1` viewer, `$2` limit, `$3` offset, then
-/// its filters from `$4`.
+/// are the caller's; the projection, whose columns [`ListedArticle`] reads by
+/// name, is shared. Every statement binds `$1` viewer, `$2` limit, `$3` offset,
+/// then its filters from `$4`.
 ///
 /// `following` is the SQL of the page's authors' `following` flag: the
 /// viewer's follows, probed per row, unless the caller knows the answer (the
 /// feed lists followed authors only). The articles of the page are read in a
-/// `LATERAL ... OFFSET 0` subquery, which
-/// PostgreSQL cannot flatten into a join: a cached generic plan does not know the
-/// limit, assumes a tenth of the table, and would otherwise hash-join the whole
-/// articles table to a 20-row page. The total row is joined to the page so that
-/// an offset past the end still reports it.
+/// `LATERAL ... OFFSET 0` subquery, which PostgreSQL cannot flatten into a join:
+/// a cached generic plan does not know the limit, assumes a tenth of the table,
+/// and would otherwise hash-join the whole articles table to a 20-row page. The
+/// total row is joined to the page so that an offset past the end still
+/// reports it; on an empty page it is the only row, its article columns NULL.
+///
+/// The rows are kept to be borrowed from, which `query!` cannot do (it decodes
+/// each into owned values): the statement runs through `sqlx::query`, and a
+/// `query!` on the same text and arguments, never run, checks it against the
+/// schema at compile time.
 macro_rules! list_statement {
     ($with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
         list_statement!(
@@ -260,18 +139,13 @@ macro_rules! list_statement {
         )
     };
     (following: $following:literal, $with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
-        checked_query!(
-            ListRow,
-            [
+        list_statement!(@text [
             "WITH ", $with, ", total AS (SELECT (", $total, ") AS n) ",
-            r#"SELECT COALESCE(c.n, 0) AS "total!",
-                      EXISTS (SELECT 1 FROM users WHERE id = $1) AS "viewer_exists!",
-                      x.slug AS "slug?", x.title AS "title?", x.description AS "description?",
-                      x.tag_list AS "tag_list?", x.created_at AS "created_at?: Timestamp",
-                      x.updated_at AS "updated_at?: Timestamp",
-                      x.favorited AS "favorited?", x.favorites_count AS "favorites_count?",
-                      x.username AS "author_username?", x.bio AS "author_bio?", x.image AS "author_image?",
-                      x.following AS "author_following?"
+            r#"SELECT COALESCE(c.n, 0) AS total,
+                      x.slug, x.title, x.description, x.tag_list, x.created_at, x.updated_at,
+                      x.favorited, x.favorites_count,
+                      x.username AS author_username, x.bio AS author_bio, x.image AS author_image,
+                      x.following AS author_following
                FROM total c
                LEFT JOIN page p ON true
                LEFT JOIN LATERAL (
@@ -284,21 +158,11 @@ macro_rules! list_statement {
                    OFFSET 0
                ) x ON true
                ORDER BY p.created_at DESC, p.id DESC"#,
-            ],
-            $($arg),+
-        )
+        ], $($arg),+)
     };
-}
-
-/// `sqlx::query` on the text of `parts`, joined, with `args` bound in order;
-/// checked at compile time, like `query_as!`, against the schema and `$row`'s
-/// columns, by a `query_as!` on the same text and arguments that is never run.
-/// For reads whose rows are kept and borrowed from ([`ArticlePage`]), which
-/// `query_as!` cannot do: it decodes each row into owned values.
-macro_rules! checked_query {
-    ($row:ident, [$($part:literal),+ $(,)?], $($arg:expr),+ $(,)?) => {{
+    (@text [$($part:literal),+ $(,)?], $($arg:expr),+) => {{
         if false {
-            let _ = sqlx::query_as!($row, $($part +)+ "", $($arg),+);
+            let _ = sqlx::query!($($part +)+ "", $($arg),+);
         }
         sqlx::query(concat!($($part),+))$(.bind($arg))+
     }};
@@ -312,11 +176,7 @@ macro_rules! checked_query {
 /// write triggers keep (see the migrations). Only a combination of filters is
 /// counted, over the rows of the author's articles or the user's favorites.
 #[tracing::instrument(skip(db))]
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    query: &ListQuery<'_>,
-    viewer: Option<i64>,
-) -> Result<ArticlePage, sqlx::Error> {
+pub async fn list(db: impl PgExecutor<'_>, query: &ListQuery<'_>, viewer: Option<i64>) -> Result<ArticlePage, Error> {
     // Feeds read `limit + offset` rows per followed author; no table holds that
     // many, and the clamp keeps the sum from overflowing bigint (a 500).
     let (limit, offset) = (query.limit, query.offset.min(i64::MAX - 1000));
@@ -411,13 +271,11 @@ pub async fn list(
     };
 
     let rows = statement.fetch_all(db).await?;
-    let (mut total, mut viewer_exists) = (0, false);
-    if let Some(first) = rows.first() {
-        column::check(first)?;
-        total = first.try_get_unchecked(column::TOTAL)?;
-        viewer_exists = first.try_get_unchecked(column::VIEWER_EXISTS)?;
-    }
-    Ok(ArticlePage { rows, total, viewer_exists })
+    let total = match rows.first() {
+        Some(first) => first.try_get("total")?,
+        None => 0,
+    };
+    Ok(ArticlePage { rows, total })
 }
 
 /// Inserts an article and its body unless `slug` is taken; `None` when it is.
@@ -429,8 +287,8 @@ pub async fn insert(
     title: &str,
     description: &str,
     body: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar!(
+) -> Result<Option<i64>, Error> {
+    Ok(sqlx::query_scalar!(
         r#"WITH article AS (
                INSERT INTO articles (author_id, slug, title, description) VALUES ($1, $2, $3, $4)
                ON CONFLICT (slug) DO NOTHING RETURNING id
@@ -444,7 +302,7 @@ pub async fn insert(
         body
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }
 
 /// The parts of an article that decide who may change it, locked for the update.
@@ -456,14 +314,14 @@ pub struct Ownership {
 }
 
 #[tracing::instrument(skip(db))]
-pub async fn lock_for_update(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<Ownership>, sqlx::Error> {
-    sqlx::query_as!(Ownership, "SELECT id, author_id, slug FROM articles WHERE slug = $1 FOR UPDATE", slug)
+pub async fn lock_for_update(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<Ownership>, Error> {
+    Ok(sqlx::query_as!(Ownership, "SELECT id, author_id, slug FROM articles WHERE slug = $1 FOR UPDATE", slug)
         .fetch_optional(db)
-        .await
+        .await?)
 }
 
 /// New values for an article; `None` keeps the current one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Changes<'a> {
     pub slug: Option<&'a str>,
     pub title: Option<&'a str>,
@@ -471,27 +329,33 @@ pub struct Changes<'a> {
     pub body: Option<&'a str>,
 }
 
-/// Applies `changes`; fails with a unique violation of `articles_slug_key` when
-/// the new slug is taken.
+/// Applies `changes`, unless the new slug is taken: `false` then, and nothing
+/// is changed. A slug taken by a concurrent write that has not committed yet is
+/// waited for, then is [`Error::Taken`].
 #[tracing::instrument(skip(db, changes))]
-pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"WITH body AS (UPDATE article_bodies SET body = $5 WHERE article_id = $1 AND $5::text IS NOT NULL)
-           UPDATE articles SET
-               slug = COALESCE($2, slug),
-               title = COALESCE($3, title),
-               description = COALESCE($4, description),
-               updated_at = now()
-           WHERE id = $1"#,
+pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"WITH updated AS (
+               UPDATE articles SET
+                   slug = COALESCE($2, slug),
+                   title = COALESCE($3, title),
+                   description = COALESCE($4, description),
+                   updated_at = now()
+               WHERE id = $1 AND ($2::text IS NULL OR NOT EXISTS (SELECT 1 FROM articles WHERE slug = $2 AND id <> $1))
+               RETURNING id
+           ),
+           body AS (
+               UPDATE article_bodies b SET body = $5 FROM updated u WHERE b.article_id = u.id AND $5::text IS NOT NULL
+           )
+           SELECT EXISTS (SELECT 1 FROM updated) AS "updated!""#,
         id,
         changes.slug,
         changes.title,
         changes.description,
         changes.body
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await?)
 }
 
 /// What happened to a delete request.
@@ -505,7 +369,7 @@ pub enum Deleted {
 
 /// Deletes the article if `user` wrote it, in one statement.
 #[tracing::instrument(skip(db))]
-pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Deleted, sqlx::Error> {
+pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Deleted, Error> {
     let row = sqlx::query!(
         r#"WITH target AS (SELECT id, author_id FROM articles WHERE slug = $1),
                 removed AS (DELETE FROM articles a USING target t WHERE a.id = t.id AND t.author_id = $2 RETURNING a.id)
@@ -527,8 +391,8 @@ pub async fn delete(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<De
 /// Marks the article as a favorite of `user`; twice is a no-op. The article's
 /// id, `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn favorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar!(
+pub async fn favorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, Error> {
+    Ok(sqlx::query_scalar!(
         r#"WITH target AS (SELECT id FROM articles WHERE slug = $1),
                 added AS (INSERT INTO favorites (user_id, article_id) SELECT $2, id FROM target ON CONFLICT DO NOTHING)
            SELECT id AS "id!" FROM target"#,
@@ -536,14 +400,14 @@ pub async fn favorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<
         user
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }
 
 /// Removes the favorite; twice is a no-op. The article's id, `None` when there
 /// is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn unfavorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar!(
+pub async fn unfavorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Result<Option<i64>, Error> {
+    Ok(sqlx::query_scalar!(
         r#"WITH target AS (SELECT id FROM articles WHERE slug = $1),
                 removed AS (DELETE FROM favorites f USING target t WHERE f.article_id = t.id AND f.user_id = $2)
            SELECT id AS "id!" FROM target"#,
@@ -551,5 +415,5 @@ pub async fn unfavorite(db: impl PgExecutor<'_>, slug: &str, user: i64) -> Resul
         user
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }

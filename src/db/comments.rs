@@ -1,15 +1,16 @@
 //! Comments on articles.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use super::Timestamp;
+use super::{Error, articles::Deleted};
 
 #[derive(Debug, Clone)]
 pub struct CommentRow {
     pub id: i64,
     pub body: String,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     pub author_username: String,
     pub author_bio: String,
     pub author_image: String,
@@ -18,20 +19,15 @@ pub struct CommentRow {
 
 /// Adds a comment by `author`; `None` when there is no article with `slug`.
 #[tracing::instrument(skip(db, body))]
-pub async fn add(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-    author: i64,
-    body: &str,
-) -> Result<Option<CommentRow>, sqlx::Error> {
-    sqlx::query_as!(
+pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -> Result<Option<CommentRow>, Error> {
+    Ok(sqlx::query_as!(
         CommentRow,
         r#"WITH c AS (
                INSERT INTO comments (article_id, author_id, body)
                SELECT id, $2, $3 FROM articles WHERE slug = $1
                RETURNING id, author_id, body, created_at, updated_at
            )
-           SELECT c.id, c.body, c.created_at AS "created_at: Timestamp", c.updated_at AS "updated_at: Timestamp",
+           SELECT c.id, c.body, c.created_at, c.updated_at,
                   u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
                   false AS "author_following!"
            FROM c JOIN users u ON u.id = c.author_id"#,
@@ -40,28 +36,18 @@ pub async fn add(
         body
     )
     .fetch_optional(db)
-    .await
-}
-
-/// The comments of an article, newest first.
-#[derive(Debug)]
-pub struct Comments {
-    pub comments: Vec<CommentRow>,
-    /// Whether the viewer's account exists (a token can outlive it).
-    pub viewer_exists: bool,
+    .await?)
 }
 
 /// The comments of an article, newest first; `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Comments>, sqlx::Error> {
+pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Vec<CommentRow>>, Error> {
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
     let rows = sqlx::query!(
-        r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?: Timestamp",
-                  c.updated_at AS "updated_at?: Timestamp",
+        r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?", c.updated_at AS "updated_at?",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
-                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!",
-                  EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
+                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
            FROM articles a
            LEFT JOIN comments c ON c.article_id = a.id
            LEFT JOIN users u ON u.id = c.author_id
@@ -72,7 +58,9 @@ pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> R
     )
     .fetch_all(db)
     .await?;
-    let Some(viewer_exists) = rows.first().map(|r| r.viewer_exists) else { return Ok(None) };
+    if rows.is_empty() {
+        return Ok(None);
+    }
     let comments = rows
         .into_iter()
         .filter_map(|r| {
@@ -88,19 +76,13 @@ pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> R
             })
         })
         .collect();
-    Ok(Some(Comments { comments, viewer_exists }))
+    Ok(Some(comments))
 }
 
 /// Deletes comment `id` of the article `slug` if `user` wrote it, in one
 /// statement; which of the two is missing when one is.
 #[tracing::instrument(skip(db))]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-    id: i64,
-    user: i64,
-) -> Result<super::articles::Deleted, sqlx::Error> {
-    use super::articles::Deleted;
+pub async fn delete(db: impl PgExecutor<'_>, slug: &str, id: i64, user: i64) -> Result<Deleted, Error> {
     let row = sqlx::query!(
         r#"WITH article AS (SELECT id FROM articles WHERE slug = $1),
            target AS (SELECT c.id, c.author_id FROM comments c JOIN article a ON a.id = c.article_id WHERE c.id = $2),

@@ -1,20 +1,85 @@
 //! The SQL, one module per resource, as functions over any executor (a pool, a
-//! connection or a transaction), returning flat rows.
+//! connection or a transaction), returning flat rows and typed outcomes.
 //!
 //! Every read is one statement. Queries are checked at compile time against the
-//! migrations (`.sqlx/` holds the offline data).
+//! migrations (`.sqlx/` holds the offline data). This layer owns the schema: it
+//! alone knows the constraints' names, and turns their violations into [`Error`]s
+//! that say what happened in the API's terms.
 
 pub mod articles;
 pub mod comments;
 pub mod profiles;
 mod reads;
 pub mod tags;
-mod text_array;
-mod timestamp;
 pub mod users;
 
 pub use reads::Reads;
-pub use timestamp::Timestamp;
+
+/// What a statement can run into that a caller must tell apart; anything else
+/// is [`Error::Sql`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A unique value that another row already has.
+    #[error("the {0:?} is taken")]
+    Taken(Unique),
+    /// The caller's own account is gone (a valid token outlived it).
+    #[error("the caller's account is gone")]
+    CallerGone,
+    /// A row the statement refers to was deleted meanwhile.
+    #[error("the {0:?} is gone")]
+    Gone(Resource),
+    /// A user tried to follow themselves.
+    #[error("a user cannot follow themselves")]
+    SelfFollow,
+    /// A text PostgreSQL cannot hold (a NUL character), which can match nothing.
+    #[error("text with a NUL character")]
+    NulInText,
+    #[error(transparent)]
+    Sql(sqlx::Error),
+}
+
+/// The values that must be unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unique {
+    Username,
+    Email,
+    Slug,
+}
+
+/// The rows that can vanish under a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Article,
+    Profile,
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        let Some(db) = err.as_database_error() else { return Self::Sql(err) };
+        if db.code().as_deref() == Some("22021") {
+            return Self::NulInText;
+        }
+        match db.constraint() {
+            Some("users_username_key") if db.is_unique_violation() => Self::Taken(Unique::Username),
+            Some("users_email_key") if db.is_unique_violation() => Self::Taken(Unique::Email),
+            Some("articles_slug_key") if db.is_unique_violation() => Self::Taken(Unique::Slug),
+            Some("follows_not_self") if db.is_check_violation() => Self::SelfFollow,
+            Some(
+                "articles_author_id_fkey"
+                | "comments_author_id_fkey"
+                | "follows_follower_id_fkey"
+                | "favorites_user_id_fkey",
+            ) if db.is_foreign_key_violation() => Self::CallerGone,
+            Some("favorites_article_id_fkey" | "comments_article_id_fkey" | "article_tags_article_id_fkey")
+                if db.is_foreign_key_violation() =>
+            {
+                Self::Gone(Resource::Article)
+            }
+            Some("follows_followee_id_fkey") if db.is_foreign_key_violation() => Self::Gone(Resource::Profile),
+            _ => Self::Sql(err),
+        }
+    }
+}
 
 use std::time::Duration;
 

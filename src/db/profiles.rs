@@ -2,6 +2,8 @@
 
 use sqlx::PgExecutor;
 
+use super::Error;
+
 #[derive(Debug, Clone)]
 pub struct ProfileRow {
     pub id: i64,
@@ -11,42 +13,26 @@ pub struct ProfileRow {
     pub following: bool,
 }
 
-/// A profile as a viewer sees it.
-#[derive(Debug, Clone)]
-pub struct ViewedProfile {
-    pub profile: ProfileRow,
-    /// Whether the viewer's account exists (a token can outlive it).
-    pub viewer_exists: bool,
-}
-
 /// The profile of `username` as `viewer` sees it.
 #[tracing::instrument(skip(db))]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    username: &str,
-    viewer: Option<i64>,
-) -> Result<Option<ViewedProfile>, sqlx::Error> {
-    let row = sqlx::query!(
+pub async fn get(db: impl PgExecutor<'_>, username: &str, viewer: Option<i64>) -> Result<Option<ProfileRow>, Error> {
+    Ok(sqlx::query_as!(
+        ProfileRow,
         r#"SELECT u.id, u.username, u.bio, u.image,
-                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "following!",
-                  EXISTS (SELECT 1 FROM users v WHERE v.id = $2) AS "viewer_exists!"
+                  EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "following!"
            FROM users u WHERE lower(u.username) = lower($1)"#,
         username,
         viewer
     )
     .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| ViewedProfile {
-        profile: ProfileRow { id: r.id, username: r.username, bio: r.bio, image: r.image, following: r.following },
-        viewer_exists: r.viewer_exists,
-    }))
+    .await?)
 }
 
-/// Makes `follower` follow `username`; following twice is a no-op. Following
-/// yourself violates `follows_not_self`.
+/// Makes `follower` follow `username`; following twice is a no-op, following
+/// yourself is [`Error::SelfFollow`].
 #[tracing::instrument(skip(db))]
-pub async fn follow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> Result<Option<ProfileRow>, sqlx::Error> {
-    sqlx::query_as!(
+pub async fn follow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> Result<Option<ProfileRow>, Error> {
+    Ok(sqlx::query_as!(
         ProfileRow,
         r#"WITH target AS (SELECT id, username, bio, image FROM users WHERE lower(username) = lower($2)),
                 added AS (
@@ -58,17 +44,13 @@ pub async fn follow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> R
         username
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }
 
 /// Makes `follower` stop following `username`; unfollowing twice is a no-op.
 #[tracing::instrument(skip(db))]
-pub async fn unfollow(
-    db: impl PgExecutor<'_>,
-    follower: i64,
-    username: &str,
-) -> Result<Option<ProfileRow>, sqlx::Error> {
-    sqlx::query_as!(
+pub async fn unfollow(db: impl PgExecutor<'_>, follower: i64, username: &str) -> Result<Option<ProfileRow>, Error> {
+    Ok(sqlx::query_as!(
         ProfileRow,
         r#"WITH target AS (SELECT id, username, bio, image FROM users WHERE lower(username) = lower($2)),
                 removed AS (
@@ -79,5 +61,5 @@ pub async fn unfollow(
         username
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }

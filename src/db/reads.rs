@@ -4,11 +4,12 @@
 //! sqlx-core 0.9, not configurable), in case a cancelled future left it
 //! mid-query. For a read that is one statement, that ping is a third of the
 //! request's trips to PostgreSQL, and each trip wakes two processes on the cores
-//! the server shares with PostgreSQL. Here a read that ran to completion hands
-//! its connection back through [`Lease::release`], with no trip at all.
+//! the server shares with PostgreSQL. Here a read runs inside [`Reads::run`],
+//! which takes its connection back, with no trip at all, once it has run to
+//! completion.
 //!
-//! Only a lease dropped without it (the handler's future was cancelled: the
-//! client left, or the request timed out) pays for the ping, in a task of its
+//! Only a read whose future was dropped midway (the client left, or the request
+//! timed out) leaves its connection to be pinged, in a task of its
 //! own: the ping waits for the abandoned statement to finish (PostgreSQL cancels
 //! it at the request's time limit, see [`super::open`]), then the connection is
 //! pooled again, or closed if it does not answer within [`RECOVER_TIMEOUT`].
@@ -36,6 +37,8 @@ use sqlx::{
     Connection as _, PgConnection,
     postgres::{PgConnectOptions, PgDatabaseError, PgSeverity},
 };
+
+use super::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// How long a read waits for a connection (a free slot and, if need be, a new
@@ -81,9 +84,9 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection lent for one read. Hand it back with [`Lease::release`].
+/// A connection lent for one read, handed back by [`Reads::run`].
 #[derive(Debug)]
-pub struct Lease {
+struct Lease {
     /// `Some` until the lease ends.
     conn: Option<PgConnection>,
     opened: Instant,
@@ -123,8 +126,29 @@ impl Reads {
         Self(inner)
     }
 
-    /// A connection for one read: an idle one if there is, else a new one.
-    pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
+    /// Runs `read` (one statement) on a connection of the pool, an idle one if
+    /// there is, else a new one, and takes the connection back.
+    pub async fn run<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>) -> Result<T, Error> {
+        let mut lease = self.acquire().await.map_err(Error::Sql)?;
+        let result = read(&mut lease).await;
+        lease.release(result)
+    }
+
+    /// [`Reads::run`] if a connection may be had now; `None` when every one the
+    /// pool may open is lent. For probes that must not queue behind reads.
+    pub async fn try_run<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
+    ) -> Option<Result<T, Error>> {
+        let mut lease = match self.try_acquire().await? {
+            Ok(lease) => lease,
+            Err(err) => return Some(Err(Error::Sql(err))),
+        };
+        let result = read(&mut lease).await;
+        Some(lease.release(result))
+    }
+
+    async fn acquire(&self) -> Result<Lease, sqlx::Error> {
         tokio::time::timeout(ACQUIRE_TIMEOUT, async {
             let permit = self.0.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
             self.lend(permit).await
@@ -133,10 +157,7 @@ impl Reads {
         .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
 
-    /// A connection for one read if a slot is free now; `None` when every
-    /// connection the pool may open is lent. For probes that must not queue
-    /// behind reads.
-    pub async fn try_acquire(&self) -> Option<Result<Lease, sqlx::Error>> {
+    async fn try_acquire(&self) -> Option<Result<Lease, sqlx::Error>> {
         let permit = match self.0.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => return None,
@@ -187,7 +208,7 @@ impl Reads {
         let mut backoff = Duration::from_millis(10);
         loop {
             match PgConnection::connect_with(&self.0.options).await {
-                Err(err) if is_passing(&err) => {
+                Err(err) if is_transient(&err) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
@@ -262,16 +283,18 @@ fn retire(conn: PgConnection) {
 impl Lease {
     /// Ends the lease with the read's result, which it passes through. The
     /// connection goes back to the pool if the read left it ready for the next:
-    /// it succeeded, found no row, or PostgreSQL refused the statement. After any
-    /// other error (I/O, protocol, decoding: a reply may be half read) or a FATAL
-    /// one (the session is over), it is closed.
-    pub fn release<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    /// it succeeded, found no row, or PostgreSQL refused the statement (every
+    /// typed [`Error`] is such a refusal). After any other error (I/O, protocol,
+    /// decoding: a reply may be half read) or a FATAL one (the session is over),
+    /// it is closed.
+    fn release<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         let clean = match &result {
-            Ok(_) | Err(sqlx::Error::RowNotFound) => true,
-            Err(sqlx::Error::Database(db)) => !db
+            Ok(_) | Err(Error::Sql(sqlx::Error::RowNotFound)) => true,
+            Err(Error::Sql(sqlx::Error::Database(db))) => !db
                 .try_downcast_ref::<PgDatabaseError>()
                 .is_some_and(|db| matches!(db.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
-            Err(_) => false,
+            Err(Error::Sql(_)) => false,
+            Err(_) => true,
         };
         if let Some(conn) = self.conn.take().filter(|_| clean) {
             self.pool.put_back(conn, self.opened);
@@ -317,7 +340,7 @@ impl DerefMut for Lease {
 
 /// A connection refused for a reason that passes: nothing listening yet (I/O),
 /// 57P03 (the server is starting up) or 53300 (no connection slot free).
-fn is_passing(err: &sqlx::Error) -> bool {
+fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),

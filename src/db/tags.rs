@@ -2,28 +2,26 @@
 
 use sqlx::PgExecutor;
 
-/// Tags in use by at least one article, most used first, then alphabetically,
-/// and whether the viewer's account exists (a token can outlive it).
+use super::Error;
+
+/// Tags in use by at least one article, most used first, then alphabetically.
 ///
 /// Reads the counters the write triggers keep, through a partial index of the
 /// tags in use: no article or article_tags row is read. The names come back as
 /// one array in one row: a row per tag cost more in the driver than the query.
 #[tracing::instrument(skip(db))]
-pub async fn in_use(db: impl PgExecutor<'_>, viewer: Option<i64>) -> Result<(Vec<String>, bool), sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT COALESCE(array_agg(name ORDER BY articles_count DESC, name), '{}') AS "names!",
-                  EXISTS (SELECT 1 FROM users v WHERE v.id = $1) AS "viewer_exists!"
-           FROM tags WHERE articles_count > 0"#,
-        viewer
+pub async fn in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT COALESCE(array_agg(name ORDER BY articles_count DESC, name), '{}') AS "names!"
+           FROM tags WHERE articles_count > 0"#
     )
     .fetch_one(db)
-    .await?;
-    Ok((row.names, row.viewer_exists))
+    .await?)
 }
 
 /// Removes every tag from `article_id` (before [`attach`] sets new ones).
 #[tracing::instrument(skip(db))]
-pub async fn detach_all(db: impl PgExecutor<'_>, article_id: i64) -> Result<(), sqlx::Error> {
+pub async fn detach_all(db: impl PgExecutor<'_>, article_id: i64) -> Result<(), Error> {
     sqlx::query!("DELETE FROM article_tags WHERE article_id = $1", article_id).execute(db).await?;
     Ok(())
 }
@@ -36,7 +34,7 @@ pub async fn detach_all(db: impl PgExecutor<'_>, article_id: i64) -> Result<(), 
 /// of the same new tags wait for each other instead of deadlocking, and the second
 /// statement (a new snapshot) also sees tags committed by others meanwhile.
 #[tracing::instrument(skip(db, names))]
-pub async fn attach(db: &mut sqlx::PgConnection, article_id: i64, names: &[String]) -> Result<(), sqlx::Error> {
+pub async fn attach(db: &mut sqlx::PgConnection, article_id: i64, names: &[String]) -> Result<(), Error> {
     if names.is_empty() {
         return Ok(());
     }

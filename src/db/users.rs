@@ -2,6 +2,8 @@
 
 use sqlx::PgExecutor;
 
+use super::Error;
+
 #[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: i64,
@@ -34,8 +36,8 @@ pub async fn insert(
     username: &str,
     email: &str,
     password_hash: &str,
-) -> Result<UserRow, sqlx::Error> {
-    sqlx::query_as!(
+) -> Result<UserRow, Error> {
+    Ok(sqlx::query_as!(
         UserRow,
         r#"INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)
            RETURNING id, username, email, bio, image"#,
@@ -44,24 +46,18 @@ pub async fn insert(
         password_hash
     )
     .fetch_one(db)
-    .await
+    .await?)
 }
 
 #[tracing::instrument(skip(db))]
-pub async fn find_by_id(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as!(UserRow, "SELECT id, username, email, bio, image FROM users WHERE id = $1", id)
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>, Error> {
+    Ok(sqlx::query_as!(UserRow, "SELECT id, username, email, bio, image FROM users WHERE id = $1", id)
         .fetch_optional(db)
-        .await
-}
-
-/// Whether the account still exists (a valid token can outlive it).
-#[tracing::instrument(skip(db))]
-pub async fn exists(db: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#, id).fetch_one(db).await
+        .await?)
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn credentials_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
+pub async fn credentials_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Option<Credentials>, Error> {
     let row = sqlx::query!(
         "SELECT id, username, email, bio, image, password_hash FROM users WHERE lower(email) = lower($1)",
         email
@@ -75,8 +71,8 @@ pub async fn credentials_by_email(db: impl PgExecutor<'_>, email: &str) -> Resul
 }
 
 #[tracing::instrument(skip(db, changes))]
-pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as!(
+pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> Result<Option<UserRow>, Error> {
+    Ok(sqlx::query_as!(
         UserRow,
         r#"UPDATE users SET
                username = COALESCE($2, username),
@@ -95,5 +91,5 @@ pub async fn update(db: impl PgExecutor<'_>, id: i64, changes: &Changes<'_>) -> 
         changes.image
     )
     .fetch_optional(db)
-    .await
+    .await?)
 }

@@ -12,13 +12,11 @@
 //!   error="invalid_token"` to the answer, so that a client holding a stale token
 //!   can still read the site and can notice that it should sign in again.
 //!
-//! A well-signed token whose account is gone ("revoked") is only found out by the
-//! read's own statement (each public read looks the viewer up in it): the handler
-//! answers as for nobody and puts [`TokenProblem::Revoked`] in the response's
-//! extensions (`routes::answer_read`), which the layer turns into the same
-//! challenge. The challenge is added to answers to reads (`GET`, `HEAD`) only:
-//! writes answer as they always did, and a stale token sent along with a login
-//! changes nothing in its answer.
+//! A well-signed token whose account is gone is refused here too, as `has been
+//! revoked` ([`DeletedAccounts`]), so every endpoint treats it alike. The
+//! challenge is added to answers to reads (`GET`, `HEAD`) only: writes answer as
+//! they always did, and a stale token sent along with a login changes nothing in
+//! its answer.
 
 use std::sync::Arc;
 
@@ -34,7 +32,7 @@ use axum::{
 };
 
 use crate::{
-    auth::{JwtKeys, TokenProblem},
+    auth::{DeletedAccounts, JwtKeys, TokenProblem},
     error::Error,
 };
 
@@ -51,15 +49,18 @@ struct Authentication(Result<AuthUser, TokenProblem>);
 
 /// Middleware: checks the token of every request that carries one, and adds the
 /// `invalid_token` challenge to the answer to a read (`GET`, `HEAD`) whose token
-/// was refused, by this layer or, for a revoked one, by the handler; a `401` has
-/// its own challenge already.
-pub async fn authenticate(State(keys): State<Arc<JwtKeys>>, mut request: Request, next: Next) -> Response {
-    let Some(outcome) = check(request.headers(), &keys) else { return next.run(request).await };
+/// was refused; a `401` has its own challenge already.
+pub async fn authenticate(
+    State(keys): State<Arc<JwtKeys>>,
+    State(deleted): State<DeletedAccounts>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(outcome) = check(request.headers(), &keys, &deleted) else { return next.run(request).await };
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
     let refused = outcome.as_ref().err().copied();
     request.extensions_mut().insert(Authentication(outcome));
     let mut response = next.run(request).await;
-    let refused = refused.or_else(|| response.extensions().get::<TokenProblem>().copied());
     if let Some(problem) = refused
         && is_read
         && response.status() != StatusCode::UNAUTHORIZED
@@ -71,14 +72,18 @@ pub async fn authenticate(State(keys): State<Arc<JwtKeys>>, mut request: Request
 
 /// `None` without a token (no `Authorization` header, or one in another scheme,
 /// such as `Basic`); the caller, or why the token is refused, otherwise.
-fn check(headers: &HeaderMap, keys: &JwtKeys) -> Option<Result<AuthUser, TokenProblem>> {
+fn check(headers: &HeaderMap, keys: &JwtKeys, deleted: &DeletedAccounts) -> Option<Result<AuthUser, TokenProblem>> {
     let header = headers.get(AUTHORIZATION)?;
     let Ok(value) = header.to_str() else { return Some(Err(TokenProblem::Invalid)) };
     let token = parse_authorization(value)?;
     if token.is_empty() {
         return Some(Err(TokenProblem::Invalid));
     }
-    Some(keys.verify(token).map(|id| AuthUser { id, token: token.to_owned() }))
+    let outcome = match keys.verify(token) {
+        Ok(id) if deleted.contains(id) => Err(TokenProblem::Revoked),
+        verified => verified.map(|id| AuthUser { id, token: token.to_owned() }),
+    };
+    Some(outcome)
 }
 
 /// The outcome for this request: the layer's, taken (a handler extracts the caller
@@ -86,16 +91,18 @@ fn check(headers: &HeaderMap, keys: &JwtKeys) -> Option<Result<AuthUser, TokenPr
 fn outcome<S>(parts: &mut Parts, state: &S) -> Option<Result<AuthUser, TokenProblem>>
 where
     Arc<JwtKeys>: FromRef<S>,
+    DeletedAccounts: FromRef<S>,
 {
     match parts.extensions.remove::<Authentication>() {
         Some(Authentication(outcome)) => Some(outcome),
-        None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state)),
+        None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state), &DeletedAccounts::from_ref(state)),
     }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
 where
     Arc<JwtKeys>: FromRef<S>,
+    DeletedAccounts: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Error;
@@ -108,6 +115,7 @@ where
 impl<S> OptionalFromRequestParts<S> for AuthUser
 where
     Arc<JwtKeys>: FromRef<S>,
+    DeletedAccounts: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Error;
@@ -132,12 +140,18 @@ fn parse_authorization(value: &str) -> Option<&str> {
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use axum::{Router, body::Body, http::Request, routing::get};
+    use axum::{Router, body::Body, extract::FromRef, http::Request, routing::get};
     use secrecy::SecretString;
     use tower::ServiceExt as _;
 
     use super::{AuthUser, parse_authorization};
-    use crate::auth::JwtKeys;
+    use crate::auth::{DeletedAccounts, JwtKeys};
+
+    #[derive(Clone, FromRef)]
+    struct State {
+        keys: Arc<JwtKeys>,
+        deleted: DeletedAccounts,
+    }
 
     /// Without the layer (a router of a forker's own), the extractor checks the
     /// token itself: a valid one is the caller, a missing one a 401.
@@ -146,8 +160,9 @@ mod tests {
         let keys =
             Arc::new(JwtKeys::new(&SecretString::from("0123456789abcdef0123456789abcdef"), Duration::from_secs(60)));
         let token = keys.sign(42).expect("signs");
+        let state = State { keys, deleted: DeletedAccounts::default() };
         let router =
-            Router::new().route("/", get(|user: AuthUser| async move { user.id.to_string() })).with_state(keys);
+            Router::new().route("/", get(|user: AuthUser| async move { user.id.to_string() })).with_state(state);
         let request = |authorization: Option<String>| {
             let builder = Request::builder().uri("/");
             let builder = match authorization {

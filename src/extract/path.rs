@@ -1,27 +1,15 @@
 //! `Path`: axum's path extractor with rejections in the API's error format.
 
-use axum::{
-    extract::{FromRequestParts, rejection::PathRejection},
-    http::request::Parts,
-};
-use serde::de::DeserializeOwned;
+use axum::extract::{FromRequestParts, rejection::PathRejection};
 
 use crate::error::Error;
 
-#[derive(Debug)]
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct Path<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for Path<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| Self(value))
-            .map_err(|rejection: PathRejection| Error::request(rejection.status(), rejection.body_text()))
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Error::request(rejection.status(), rejection.body_text())
     }
 }

@@ -6,13 +6,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::ToSchema;
+
+use chrono::{DateTime, Utc};
 
 use crate::{
     app::AppState,
-    auth::TokenProblem,
     db::{
-        self, Reads, Timestamp,
+        self, Reads,
         articles::{ArticleRow, ListedArticle},
     },
     domain::{ArticleBody, Description, Slug, TagList, Title},
@@ -22,7 +24,7 @@ use crate::{
         BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
         ValidationFailed,
     },
-    routes::{Profile, ProfileRef, answer_read, json_writer::JsonWriter, unset_if_empty},
+    routes::{Profile, ProfileRef, json_writer::JsonWriter, unset_if_empty},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,10 +82,10 @@ pub struct Article {
     tag_list: Vec<String>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: Timestamp,
+    created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: Timestamp,
+    updated_at: DateTime<Utc>,
     favorited: bool,
     favorites_count: i64,
     author: Profile,
@@ -97,13 +99,13 @@ pub struct ArticleSummary<'a> {
     slug: &'a str,
     title: &'a str,
     description: &'a str,
-    tag_list: Vec<&'a str>,
+    tag_list: &'a [String],
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: Timestamp,
+    created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: Timestamp,
+    updated_at: DateTime<Utc>,
     favorited: bool,
     favorites_count: i64,
     #[schema(value_type = Profile)]
@@ -125,7 +127,7 @@ impl ArticleSummary<'_> {
             o.key("slug").string(self.slug);
             o.key("title").string(self.title);
             o.key("description").string(self.description);
-            o.key("tagList").strings(&self.tag_list);
+            o.key("tagList").strings(self.tag_list);
             o.key("createdAt").timestamp(self.created_at);
             o.key("updatedAt").timestamp(self.updated_at);
             o.key("favorited").bool(self.favorited);
@@ -167,13 +169,13 @@ impl From<ArticleRow> for Article {
     }
 }
 
-impl<'a> From<ListedArticle<'a>> for ArticleSummary<'a> {
-    fn from(article: ListedArticle<'a>) -> Self {
+impl<'a> From<&'a ListedArticle<'a>> for ArticleSummary<'a> {
+    fn from(article: &'a ListedArticle<'a>) -> Self {
         Self {
             slug: article.slug,
             title: article.title,
             description: article.description,
-            tag_list: article.tag_list,
+            tag_list: &article.tag_list,
             created_at: article.created_at,
             updated_at: article.updated_at,
             favorited: article.favorited,
@@ -201,14 +203,15 @@ pub struct ArticlesResponse<'a> {
     articles_count: i64,
 }
 
-fn one(row: Option<ArticleRow>) -> Result<Json<ArticleResponse>> {
+fn article_response(row: Option<ArticleRow>) -> Result<Json<ArticleResponse>> {
     let row = row.ok_or(Error::NotFound("article"))?;
     Ok(Json(ArticleResponse { article: row.into() }))
 }
 
 /// The page as a response. Written here, as it borrows from the page.
-fn many(page: &db::articles::ArticlePage) -> Result<Response> {
-    let articles = page.articles()?.into_iter().map(ArticleSummary::from).collect();
+fn page_response(page: &db::articles::ArticlePage) -> Result<Response> {
+    let listed = page.articles()?;
+    let articles = listed.iter().map(ArticleSummary::from).collect();
     Ok(ArticlesResponse { articles, articles_count: page.total }.into_response())
 }
 
@@ -240,10 +243,7 @@ pub async fn list(
         offset: page.offset,
     };
     let viewer = viewer.map(|v| v.id);
-    let mut conn = reads.acquire().await?;
-    let rows = db::articles::list(&mut *conn, &query, viewer).await;
-    let page = conn.release(rows)?;
-    Ok(answer_read(many(&page)?, viewer, page.viewer_exists))
+    page_response(&reads.run(async |conn| db::articles::list(conn, &query, viewer).await).await?)
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -258,13 +258,7 @@ pub async fn list(
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Result<Response> {
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
-    let mut conn = reads.acquire().await?;
-    let rows = db::articles::list(&mut *conn, &query, Some(user.id)).await;
-    let page = conn.release(rows)?;
-    if !page.viewer_exists {
-        return Err(Error::Unauthorized(TokenProblem::Revoked));
-    }
-    many(&page)
+    page_response(&reads.run(async |conn| db::articles::list(conn, &query, Some(user.id)).await).await?)
 }
 
 /// One article. Auth is optional.
@@ -279,13 +273,13 @@ pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Res
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
-pub async fn get(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Response> {
+pub async fn get(
+    State(reads): State<Reads>,
+    viewer: Option<AuthUser>,
+    Path(slug): Path<String>,
+) -> Result<Json<ArticleResponse>> {
     let viewer = viewer.map(|v| v.id);
-    let mut conn = reads.acquire().await?;
-    let row = db::articles::get(&mut *conn, &slug, viewer).await;
-    let row = conn.release(row)?;
-    let viewer_exists = row.as_ref().is_some_and(|row| row.viewer_exists);
-    Ok(answer_read(one(row)?, viewer, viewer_exists))
+    article_response(reads.run(async |conn| db::articles::get(conn, &slug, viewer).await).await?)
 }
 
 /// Create an article. It and its tags are written in one transaction.
@@ -318,21 +312,19 @@ pub async fn create(
 
     let mut tx = state.db.begin().await?;
     let base = Slug::from_title(title.as_str());
-    let mut candidate = if base.is_reserved() { base.with_random_suffix() } else { base.clone() };
+    let (title, description, body) = (title.as_str(), description.as_str(), body.as_str());
     let mut inserted = None;
-    for _ in 0..SLUG_ATTEMPTS {
-        let (title, description, body) = (title.as_str(), description.as_str(), body.as_str());
-        inserted = db::articles::insert(&mut *tx, user.id, candidate.as_str(), title, description, body).await?;
+    for slug in slug_candidates(&base) {
+        inserted = db::articles::insert(&mut *tx, user.id, slug.as_str(), title, description, body).await?;
         if inserted.is_some() {
             break;
         }
-        candidate = base.with_random_suffix();
     }
     let id = inserted.ok_or_else(|| anyhow::anyhow!("no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"))?;
     db::tags::attach(&mut tx, id, tags.as_slice()).await?;
-    let row = db::articles::get(&mut *tx, candidate.as_str(), Some(user.id)).await?;
+    let row = db::articles::get_by_id(&mut *tx, id, Some(user.id)).await?;
     tx.commit().await?;
-    let response = one(row)?;
+    let response = article_response(row)?;
     Ok((StatusCode::CREATED, response))
 }
 
@@ -366,7 +358,6 @@ pub async fn update(
     let tags = changes.tag_list.as_deref().and_then(|v| errors.check("tagList", TagList::parse(v)));
     errors.into_result()?;
 
-    super::ensure_caller_exists(&state.db, &user).await?;
     let mut tx = state.db.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;
     if article.author_id != user.id {
@@ -374,49 +365,54 @@ pub async fn update(
     }
     if title.is_none() && description.is_none() && body.is_none() && tags.is_none() {
         // `{"article": {}}` changes nothing, not even `updatedAt`.
-        let row = db::articles::get(&mut *tx, &article.slug, Some(user.id)).await?;
+        let row = db::articles::get_by_id(&mut *tx, article.id, Some(user.id)).await?;
         tx.commit().await?;
-        return one(row);
+        return article_response(row);
     }
-    let new_base = title.as_ref().map(|t| Slug::from_title(t.as_str())).filter(|base| !base.is_base_of(&article.slug));
-    let mut new_slug =
-        new_base.as_ref().map(|base| if base.is_reserved() { base.with_random_suffix() } else { base.clone() });
-    for attempt in 1..=SLUG_ATTEMPTS {
-        // A savepoint, so that a taken slug can be retried inside the transaction.
-        let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-        let changes = db::articles::Changes {
-            slug: new_slug.as_ref().map(Slug::as_str),
-            title: title.as_ref().map(Title::as_str),
-            description: description.as_ref().map(Description::as_str),
-            body: body.as_ref().map(ArticleBody::as_str),
-        };
-        match db::articles::update(&mut *savepoint, article.id, &changes).await {
-            Ok(()) => {
-                savepoint.commit().await?;
-                break;
+    let changes = db::articles::Changes {
+        slug: None,
+        title: title.as_ref().map(Title::as_str),
+        description: description.as_ref().map(Description::as_str),
+        body: body.as_ref().map(ArticleBody::as_str),
+    };
+    // A new title whose slug is the current one's base keeps the current slug.
+    match title.as_ref().map(|t| Slug::from_title(t.as_str())).filter(|base| !base.is_base_of(&article.slug)) {
+        Some(base) => {
+            let mut renamed = false;
+            for slug in slug_candidates(&base) {
+                let changes = db::articles::Changes { slug: Some(slug.as_str()), ..changes };
+                renamed = db::articles::update(&mut *tx, article.id, &changes).await?;
+                if renamed {
+                    break;
+                }
             }
-            Err(err) if is_slug_conflict(&err) && attempt < SLUG_ATTEMPTS => {
-                savepoint.rollback().await?;
-                new_slug = new_base.as_ref().map(Slug::with_random_suffix);
+            if !renamed {
+                return Err(db::Error::Taken(db::Unique::Slug).into());
             }
-            Err(err) => return Err(err.into()),
+        }
+        None => {
+            db::articles::update(&mut *tx, article.id, &changes).await?;
         }
     }
     if let Some(tags) = &tags {
         db::tags::detach_all(&mut *tx, article.id).await?;
         db::tags::attach(&mut tx, article.id, tags.as_slice()).await?;
     }
-    let final_slug = new_slug.as_ref().map_or(article.slug.as_str(), Slug::as_str);
-    let row = db::articles::get(&mut *tx, final_slug, Some(user.id)).await?;
+    let row = db::articles::get_by_id(&mut *tx, article.id, Some(user.id)).await?;
     tx.commit().await?;
-    one(row)
+    article_response(row)
 }
 
 /// How many slugs to try before giving up (each retry draws 32 random bits).
 const SLUG_ATTEMPTS: usize = 5;
 
-fn is_slug_conflict(err: &sqlx::Error) -> bool {
-    err.as_database_error().is_some_and(|db| db.is_unique_violation() && db.constraint() == Some("articles_slug_key"))
+/// The slugs to try, in turn, for an article whose title gives `base`: the base
+/// itself unless it is reserved, then the base with random suffixes. Creating
+/// and renaming both write with each until one is free (their statements say
+/// `None`/`false` for a taken slug).
+fn slug_candidates(base: &Slug) -> impl Iterator<Item = Slug> + '_ {
+    let first = (!base.is_reserved()).then(|| base.clone());
+    first.into_iter().chain(std::iter::repeat_with(|| base.with_random_suffix())).take(SLUG_ATTEMPTS)
 }
 
 /// Delete an article: its author only.
@@ -431,9 +427,8 @@ fn is_slug_conflict(err: &sqlx::Error) -> bool {
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id, slug = %slug))]
-pub async fn delete(State(state): State<AppState>, user: AuthUser, Path(slug): Path<String>) -> Result<StatusCode> {
-    super::ensure_caller_exists(&state.db, &user).await?;
-    match db::articles::delete(&state.db, &slug, user.id).await? {
+pub async fn delete(State(db): State<PgPool>, user: AuthUser, Path(slug): Path<String>) -> Result<StatusCode> {
+    match db::articles::delete(&db, &slug, user.id).await? {
         db::articles::Deleted::Yes => Ok(StatusCode::NO_CONTENT),
         db::articles::Deleted::NotFound(what) => Err(Error::NotFound(what)),
         db::articles::Deleted::NotOwner => Err(Error::Forbidden("article")),
@@ -458,7 +453,7 @@ pub async fn favorite(
 ) -> Result<Json<ArticleResponse>> {
     let id = db::articles::favorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
     // By id: the article may have been renamed since.
-    one(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
+    article_response(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
 }
 
 /// Unfavorite an article; idempotent.
@@ -477,9 +472,8 @@ pub async fn unfavorite(
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    super::ensure_caller_exists(&state.db, &user).await?;
     let id = db::articles::unfavorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
-    one(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
+    article_response(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
 }
 
 #[cfg(test)]
@@ -495,16 +489,16 @@ mod tests {
         [format!("{text}-slug"), format!("{text} described"), format!("{text} author"), format!("{text} bio")]
     }
 
-    fn summary<'a>(text: &'a str, texts: &'a [String; 4], tags: &[&'a str], following: bool) -> ArticleSummary<'a> {
+    fn summary<'a>(text: &'a str, texts: &'a [String; 4], tags: &'a [String], following: bool) -> ArticleSummary<'a> {
         let at = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 18, 30, 0).single().expect("valid date");
         let [slug, description, username, bio] = texts;
         ArticleSummary {
             slug,
             title: text,
             description,
-            tag_list: tags.to_vec(),
-            created_at: at.into(),
-            updated_at: (at + chrono::Duration::milliseconds(1234)).into(),
+            tag_list: tags,
+            created_at: at,
+            updated_at: at + chrono::Duration::milliseconds(1234),
             favorited: following,
             favorites_count: 7,
             // An unset image: `null`, as serde writes `None`.
@@ -516,12 +510,13 @@ mod tests {
     async fn a_page_is_written_byte_for_byte_as_serde_writes_it() {
         let odd = "quote \" back\\slash\nline\ttab \u{1} \u{e9} \u{1f980}";
         let (plain_texts, odd_texts) = (texts("plain"), texts(odd));
+        let (plain_tags, odd_tags) = (["rust".to_owned(), "web".to_owned()], ["c\"d".to_owned(), String::new()]);
         for page in [
             ArticlesResponse { articles: vec![], articles_count: 0 },
             ArticlesResponse {
                 articles: vec![
-                    summary("plain", &plain_texts, &["rust", "web"], true),
-                    summary(odd, &odd_texts, &["c\"d", ""], false),
+                    summary("plain", &plain_texts, &plain_tags, true),
+                    summary(odd, &odd_texts, &odd_tags, false),
                 ],
                 articles_count: 12_345,
             },

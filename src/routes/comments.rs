@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
+use chrono::{DateTime, Utc};
+
 use crate::{
-    db::{self, Reads, Timestamp, articles::Deleted, comments::CommentRow},
+    db::{self, Reads, articles::Deleted, comments::CommentRow},
     domain::CommentBody,
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
-    routes::{Profile, answer_read, json_writer::JsonWriter, unset_if_empty},
+    routes::{Profile, json_writer::JsonWriter, unset_if_empty},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -35,10 +37,10 @@ pub struct Comment {
     id: i64,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    created_at: Timestamp,
+    created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::timestamp")]
     #[schema(value_type = String, format = DateTime)]
-    updated_at: Timestamp,
+    updated_at: DateTime<Utc>,
     body: String,
     author: Profile,
 }
@@ -137,13 +139,15 @@ pub async fn add(
         (status = 404, response = NotFound),
     ))]
 #[tracing::instrument(skip_all, fields(slug = %slug))]
-pub async fn list(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Response> {
+pub async fn list(
+    State(reads): State<Reads>,
+    viewer: Option<AuthUser>,
+    Path(slug): Path<String>,
+) -> Result<CommentsResponse> {
     let viewer = viewer.map(|v| v.id);
-    let mut conn = reads.acquire().await?;
-    let found = db::comments::list(&mut *conn, &slug, viewer).await;
-    let found = conn.release(found)?.ok_or(Error::NotFound("article"))?;
-    let comments = CommentsResponse { comments: found.comments.into_iter().map(Comment::from).collect() };
-    Ok(answer_read(comments, viewer, found.viewer_exists))
+    let found = reads.run(async |conn| db::comments::list(conn, &slug, viewer).await).await?;
+    let rows = found.ok_or(Error::NotFound("article"))?;
+    Ok(CommentsResponse { comments: rows.into_iter().map(Comment::from).collect() })
 }
 
 /// Delete a comment: its author only. An id that is not a number, or that
@@ -168,7 +172,6 @@ pub async fn delete(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let id: i64 = id.parse().map_err(|_| Error::NotFound("comment"))?;
-    super::ensure_caller_exists(&db, &user).await?;
     match db::comments::delete(&db, &slug, id, user.id).await? {
         Deleted::Yes => Ok(StatusCode::NO_CONTENT),
         Deleted::NotFound(what) => Err(Error::NotFound(what)),
@@ -188,8 +191,8 @@ mod tests {
         let at = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 21, 30, 0).single().expect("valid date");
         Comment {
             id,
-            created_at: at.into(),
-            updated_at: (at + chrono::Duration::microseconds(1_234_567)).into(),
+            created_at: at,
+            updated_at: at + chrono::Duration::microseconds(1_234_567),
             body: text.to_owned(),
             // An unset image: `null`, as serde writes `None`.
             author: Profile {

@@ -4,7 +4,10 @@ use axum::{extract::State, http::StatusCode};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{db::Reads, extract::Json};
+use crate::{
+    db::{self, Reads},
+    extract::Json,
+};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -25,14 +28,12 @@ pub async fn live() -> Json<Health> {
     (status = 503, description = "The database does not answer", body = Health),
 ))]
 pub async fn ready(State(db): State<PgPool>, State(reads): State<Reads>) -> (StatusCode, Json<Health>) {
-    let write_probe = async { sqlx::query!("SELECT 1 AS one").fetch_one(&db).await.map(drop) };
+    let write_probe = async { sqlx::query!("SELECT 1 AS one").fetch_one(&db).await.map(drop).map_err(db::Error::from) };
     // Every read connection lent means the pool is busy reaching the database:
     // the probe does not queue behind reads, or a loaded server would look down.
     let read_probe = async {
-        let Some(conn) = reads.try_acquire().await else { return Ok(()) };
-        let mut conn = conn?;
-        let probed = sqlx::query!("SELECT 1 AS one").fetch_one(&mut *conn).await.map(drop);
-        conn.release(probed)
+        let probed = reads.try_run(async |conn| Ok(sqlx::query!("SELECT 1 AS one").fetch_one(conn).await.map(drop)?));
+        probed.await.unwrap_or(Ok(()))
     };
     let probe =
         tokio::time::timeout(std::time::Duration::from_secs(2), async { tokio::try_join!(write_probe, read_probe) });

@@ -14,7 +14,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{db::Timestamp, extract::JSON_UTF8};
+use chrono::{DateTime, Utc};
+
+use crate::extract::JSON_UTF8;
 
 /// A JSON document being written into memory.
 #[derive(Debug)]
@@ -96,8 +98,8 @@ impl JsonWriter {
         }
     }
 
-    pub fn strings(&mut self, list: &[&str]) {
-        self.array(list, |out, text| out.string(text));
+    pub fn strings<T: AsRef<str>>(&mut self, list: &[T]) {
+        self.array(list, |out, text| out.string(text.as_ref()));
     }
 
     pub fn int(&mut self, n: i64) {
@@ -110,7 +112,7 @@ impl JsonWriter {
 
     /// As [`super::timestamp`] writes it. The text is ASCII digits and
     /// punctuation, with nothing to escape.
-    pub fn timestamp(&mut self, at: Timestamp) {
+    pub fn timestamp(&mut self, at: DateTime<Utc>) {
         super::with_timestamp_text(at, |text| {
             self.0.push(b'"');
             self.0.extend_from_slice(text);
@@ -155,7 +157,7 @@ impl Members<'_> {
 mod tests {
     use chrono::TimeZone as _;
 
-    use super::{JsonWriter, Timestamp};
+    use super::JsonWriter;
 
     fn written(write: impl FnOnce(&mut JsonWriter)) -> String {
         let mut out = JsonWriter::with_capacity(0);
@@ -186,7 +188,7 @@ mod tests {
     fn lists_numbers_booleans_and_timestamps_are_written_as_serde_writes_them() {
         let list = ["a", "b\"c"];
         assert_eq!(written(|out| out.strings(&list)), serde_json::to_string(&list).expect("serialises"));
-        assert_eq!(written(|out| out.strings(&[])), "[]");
+        assert_eq!(written(|out| out.strings::<&str>(&[])), "[]");
         for n in [0, -1, 42, i64::MIN, i64::MAX] {
             assert_eq!(written(|out| out.int(n)), n.to_string());
         }
@@ -202,11 +204,10 @@ mod tests {
         assert_eq!(written(|out| out.bool(false)), "false");
 
         #[derive(serde::Serialize)]
-        struct T(#[serde(serialize_with = "super::super::timestamp")] Timestamp);
+        struct T(#[serde(serialize_with = "super::super::timestamp")] chrono::DateTime<chrono::Utc>);
         let ordinary = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 18, 1, 2).single().expect("valid date");
         let beyond_9999 = chrono::Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single().expect("valid date");
         for at in [ordinary, ordinary + chrono::Duration::microseconds(123_456), beyond_9999] {
-            let at = Timestamp::from(at);
             assert_eq!(written(|out| out.timestamp(at)), serde_json::to_string(&T(at)).expect("serialises"));
         }
     }

@@ -10,36 +10,10 @@ pub mod users;
 
 mod json_writer;
 
-use axum::response::{IntoResponse, Response};
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use sqlx::PgPool;
-
-use crate::{
-    auth::TokenProblem,
-    db::{self, Timestamp, profiles::ProfileRow},
-    error::{Error, Result},
-    extract::AuthUser,
-};
-
-/// A public read's answer to `viewer`: when their token named an account that no
-/// longer exists, the read was made as for nobody (no flag can be set for a viewer
-/// who does not exist), and the answer says so: `extract::authenticate` turns the
-/// marker into the `has been revoked` challenge.
-pub fn answer_read(response: impl IntoResponse, viewer: Option<i64>, viewer_exists: bool) -> Response {
-    let mut response = response.into_response();
-    if viewer.is_some() && !viewer_exists {
-        response.extensions_mut().insert(TokenProblem::Revoked);
-    }
-    response
-}
-
-/// 401 when the caller's account is gone: for writes that no foreign key guards
-/// (removing a follow, a favorite, an article or a comment).
-pub async fn ensure_caller_exists(db: &PgPool, user: &AuthUser) -> Result<()> {
-    if db::users::exists(db, user.id).await? { Ok(()) } else { Err(Error::Unauthorized(TokenProblem::Revoked)) }
-}
+use crate::db::profiles::ProfileRow;
 
 /// A user as others see them. `bio` and `image` are `null` when unset.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -99,7 +73,7 @@ pub fn unset_if_empty<T: AsRef<str>>(text: T) -> Option<T> {
 
 /// RFC 3339 in UTC with exactly three fractional digits, e.g.
 /// `2026-11-27T16:17:39.120Z`: a fixed width that clients can parse and sort.
-pub fn timestamp<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     with_timestamp_text(*at, |text| {
         serializer.serialize_str(std::str::from_utf8(text).map_err(serde::ser::Error::custom)?)
     })
@@ -107,10 +81,10 @@ pub fn timestamp<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, 
 
 /// Hands [`timestamp`]'s text to `write`: the fixed-width fast path where it
 /// applies, chrono's formatter otherwise (the years it leaves out).
-fn with_timestamp_text<R>(at: Timestamp, write: impl FnOnce(&[u8]) -> R) -> R {
+fn with_timestamp_text<R>(at: DateTime<Utc>, write: impl FnOnce(&[u8]) -> R) -> R {
     match rfc3339_millis(at) {
         Some(text) => write(&text),
-        None => write(at.to_chrono().to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes()),
+        None => write(at.to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes()),
     }
 }
 
@@ -119,12 +93,12 @@ fn with_timestamp_text<R>(at: Timestamp, write: impl FnOnce(&[u8]) -> R) -> R {
 /// writes two per article, and chrono would take the date apart field by field.
 /// The civil date is Howard Hinnant's `civil_from_days`, on days counted from
 /// 0000-03-01 so that every quantity is unsigned and a year ends with February.
-fn rfc3339_millis(at: Timestamp) -> Option<[u8; 24]> {
+fn rfc3339_millis(at: DateTime<Utc>) -> Option<[u8; 24]> {
     /// 0000-03-01T00:00:00Z, in microseconds before 1970.
     const FROM_MARCH_0000: i64 = 719_468 * 86_400 * 1_000_000;
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
                                 5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-    let micros = u64::try_from(at.unix_micros().checked_add(FROM_MARCH_0000)?).ok()?;
+    let micros = u64::try_from(at.timestamp_micros().checked_add(FROM_MARCH_0000)?).ok()?;
     let (seconds, millis) = (micros / 1_000_000, micros % 1_000_000 / 1000);
     let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
     // Eras of 400 years, 146,097 days each.
@@ -172,12 +146,12 @@ mod tests {
 
     /// A timestamp as the API serialises it.
     #[derive(serde::Serialize)]
-    struct T(#[serde(serialize_with = "super::timestamp")] crate::db::Timestamp);
+    struct T(#[serde(serialize_with = "super::timestamp")] chrono::DateTime<chrono::Utc>);
 
     #[test]
     fn timestamps_always_carry_three_fractional_digits_in_utc() {
         let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date");
-        assert_eq!(serde_json::to_value(T(at.into())).expect("serialises"), "2026-01-02T03:04:05.000Z");
+        assert_eq!(serde_json::to_value(T(at)).expect("serialises"), "2026-01-02T03:04:05.000Z");
     }
 
     #[test]
@@ -196,7 +170,7 @@ mod tests {
         }
         for (secs, nanos) in samples {
             let at = chrono::DateTime::from_timestamp(secs, nanos).expect("in chrono's range");
-            let text = super::rfc3339_millis(at.into()).expect("from 0000-03-01 to 9999-12-31");
+            let text = super::rfc3339_millis(at).expect("from 0000-03-01 to 9999-12-31");
             assert_eq!(std::str::from_utf8(&text).expect("ASCII"), chrono_text(&at), "at {secs} s {nanos} ns");
         }
     }
@@ -204,13 +178,13 @@ mod tests {
     #[test]
     fn dates_before_march_of_year_0_or_after_9999_are_left_to_chrono() {
         let far = chrono::Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single().expect("valid date");
-        assert_eq!(super::rfc3339_millis(far.into()), None);
+        assert_eq!(super::rfc3339_millis(far), None);
         let before_zero = chrono::Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59).single().expect("valid date");
-        assert_eq!(super::rfc3339_millis(before_zero.into()), None);
+        assert_eq!(super::rfc3339_millis(before_zero), None);
         let leap_day_0 = chrono::Utc.with_ymd_and_hms(0, 2, 29, 23, 59, 59).single().expect("valid date");
-        assert_eq!(super::rfc3339_millis(leap_day_0.into()), None);
-        assert_eq!(serde_json::to_value(T(leap_day_0.into())).expect("serialises"), "0000-02-29T23:59:59.000Z");
-        assert_eq!(serde_json::to_value(T(far.into())).expect("serialises"), "+10000-01-01T00:00:00.000Z");
-        assert_eq!(serde_json::to_value(T(before_zero.into())).expect("serialises"), "-0001-12-31T23:59:59.000Z");
+        assert_eq!(super::rfc3339_millis(leap_day_0), None);
+        assert_eq!(serde_json::to_value(T(leap_day_0)).expect("serialises"), "0000-02-29T23:59:59.000Z");
+        assert_eq!(serde_json::to_value(T(far)).expect("serialises"), "+10000-01-01T00:00:00.000Z");
+        assert_eq!(serde_json::to_value(T(before_zero)).expect("serialises"), "-0001-12-31T23:59:59.000Z");
     }
 }

@@ -1,6 +1,6 @@
 //! `/api/profiles/{username}`: view, follow and unfollow.
 
-use axum::{extract::State, response::Response};
+use axum::extract::State;
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, NotFound, Unauthorized, ValidationFailed},
-    routes::{Profile, answer_read},
+    routes::Profile,
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,12 +39,9 @@ pub async fn get(
     State(reads): State<Reads>,
     viewer: Option<AuthUser>,
     Path(username): Path<String>,
-) -> Result<Response> {
+) -> Result<Json<ProfileResponse>> {
     let viewer = viewer.map(|v| v.id);
-    let mut conn = reads.acquire().await?;
-    let found = db::profiles::get(&mut *conn, &username, viewer).await;
-    let found = conn.release(found)?.ok_or(Error::NotFound("profile"))?;
-    Ok(answer_read(Json(ProfileResponse { profile: found.profile.into() }), viewer, found.viewer_exists))
+    respond(reads.run(async |conn| db::profiles::get(conn, &username, viewer).await).await?)
 }
 
 /// Follow a user; following twice is a no-op. Any request body is ignored:
@@ -84,6 +81,5 @@ pub async fn unfollow(
     user: AuthUser,
     Path(username): Path<String>,
 ) -> Result<Json<ProfileResponse>> {
-    super::ensure_caller_exists(&db, &user).await?;
     respond(db::profiles::unfollow(&db, user.id, &username).await?)
 }

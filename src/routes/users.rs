@@ -6,7 +6,6 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    auth::TokenProblem,
     db,
     domain::{Bio, Email, ImageUrl, Password, Username},
     error::{Error, Result, ValidationErrors},
@@ -189,9 +188,9 @@ pub async fn login(
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
-    let mut conn = state.reads.acquire().await?;
-    let row = db::users::find_by_id(&mut *conn, user.id).await;
-    let row = conn.release(row)?.ok_or(Error::Unauthorized(TokenProblem::Revoked))?;
+    let row = state.reads.run(async |conn| db::users::find_by_id(conn, user.id).await).await?;
+    // The account can be deleted after the token passed the authentication path.
+    let row = row.ok_or(db::Error::CallerGone)?;
     Ok(respond(row, user.token))
 }
 
@@ -240,6 +239,6 @@ pub async fn update(
         },
     )
     .await?
-    .ok_or(Error::Unauthorized(TokenProblem::Revoked))?;
+    .ok_or(db::Error::CallerGone)?;
     Ok(respond(row, user.token))
 }

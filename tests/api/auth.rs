@@ -7,7 +7,16 @@ use axum::{
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::support::{JWT_SECRET, TestApp, TestResponse};
+use std::{sync::Arc, time::Duration};
+
+use conduit::{
+    app::{AppState, HttpOptions},
+    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    config::CorsOrigins,
+};
+use secrecy::SecretString;
+
+use crate::support::{JWT_SECRET, TOKEN_LIFETIME, TestApp, TestResponse};
 
 fn article() -> Value {
     json!({"article": {"title": "A title", "description": "about it", "body": "the body", "tagList": []}})
@@ -216,7 +225,7 @@ async fn a_refused_token_on_a_public_read_is_answered_as_for_an_anonymous_visito
 async fn a_token_of_a_deleted_user_reads_every_public_read_as_anonymous_with_a_revoked_challenge() {
     let app = TestApp::new().await;
     let (slug, bob) = an_article_and_a_fan(&app).await;
-    sqlx::query("DELETE FROM users WHERE username = 'bob'").execute(&app.db).await.expect("delete bob");
+    app.delete_account("bob").await;
 
     let reads = [
         "/api/articles".to_owned(),
@@ -252,7 +261,7 @@ async fn a_stale_token_sent_with_a_login_or_a_registration_changes_nothing_in_th
 async fn a_token_of_a_deleted_user_is_401() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
-    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+    app.delete_account("jake").await;
 
     let response = app.get("/api/user", Some(&token)).await;
     assert_unauthorized(&response);
@@ -266,7 +275,7 @@ async fn a_token_of_a_deleted_user_cannot_update_or_follow() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
     app.register("bob").await;
-    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+    app.delete_account("jake").await;
 
     assert_unauthorized(&app.put("/api/user", Some(&token), json!({"user": {"bio": "still here?"}})).await);
     assert_unauthorized(&app.post("/api/profiles/bob/follow", Some(&token), json!({})).await);
@@ -278,7 +287,7 @@ async fn a_token_of_a_deleted_user_cannot_read_the_feed_or_unfollow() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
     app.register("bob").await;
-    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+    app.delete_account("jake").await;
 
     assert_unauthorized(&app.get("/api/articles/feed", Some(&token)).await);
     assert_unauthorized(&app.delete("/api/profiles/bob/follow", Some(&token)).await);
@@ -291,11 +300,94 @@ async fn a_token_of_a_deleted_user_cannot_change_or_delete_articles_or_comments(
     let bob = app.register("bob").await;
     let slug = app.create_article(&bob, "Bobs article", &[]).await;
     let comment = app.comment(&bob, &slug, "first").await;
-    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+    app.delete_account("jake").await;
 
     let uri = format!("/api/articles/{slug}");
     assert_unauthorized(&app.put(&uri, Some(&jake), json!({"article": {"body": "mine now"}})).await);
     assert_unauthorized(&app.delete(&uri, Some(&jake)).await);
     assert_unauthorized(&app.delete(&format!("{uri}/comments/{comment}"), Some(&jake)).await);
     assert_unauthorized(&app.delete(&format!("{uri}/favorite"), Some(&jake)).await);
+}
+
+#[tokio::test]
+async fn a_server_started_after_an_account_was_deleted_refuses_its_tokens_at_once() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    app.delete_account("jake").await;
+    let id = user_id_of_token(&token);
+
+    // A second server on the same database reads the deletion when it starts.
+    let later = DeletedAccounts::follow(&app.db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    assert!(later.contains(id));
+}
+
+#[tokio::test]
+async fn every_server_on_the_database_hears_of_a_deletion() {
+    let app = TestApp::new().await;
+    let token = app.register("jake").await;
+    let other = DeletedAccounts::follow(&app.db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    assert!(!other.contains(user_id_of_token(&token)));
+
+    app.delete_account("jake").await;
+    crate::support::wait_until_deleted(&other, user_id_of_token(&token)).await;
+}
+
+#[tokio::test]
+async fn deletions_older_than_the_tokens_lifetime_are_not_kept() {
+    let app = TestApp::new().await;
+    sqlx::query(
+        "INSERT INTO deleted_accounts (user_id, deleted_at) VALUES (41, now() - interval '2 hours'), (42, now())",
+    )
+    .execute(&app.db)
+    .await
+    .expect("record two deletions");
+    let accounts = DeletedAccounts::follow(&app.db, Duration::from_secs(3600)).await.expect("follow deleted accounts");
+    assert!(!accounts.contains(41), "every token of an account deleted two hours ago has expired");
+    assert!(accounts.contains(42));
+}
+
+/// Before the notification arrives, a deleted account's token passes the
+/// authentication path; the database refuses what it then tries, with the same 401.
+#[tokio::test]
+async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
+    let mut app = TestApp::new().await;
+    let token = app.register("jake").await;
+    app.register("bob").await;
+    let bob = app.register("ann").await;
+    let slug = app.create_article(&bob, "Anns article", &[]).await;
+    // A router whose authentication path knows of no deletion.
+    let state = AppState {
+        db: app.db.clone(),
+        reads: app.reads.clone(),
+        jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
+        deleted_accounts: DeletedAccounts::default(),
+        hasher: PasswordHasher::new(1).expect("hasher"),
+    };
+    let options = HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) };
+    app.router = conduit::app::router(state, &options);
+    let unaware = &app;
+    sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");
+
+    let revoked = json!({"errors": {"token": ["has been revoked"]}});
+    for response in [
+        unaware.get("/api/user", Some(&token)).await,
+        unaware.put("/api/user", Some(&token), json!({"user": {"bio": "still here?"}})).await,
+        unaware.post("/api/articles", Some(&token), article()).await,
+        unaware.post("/api/profiles/bob/follow", Some(&token), json!({})).await,
+        unaware.post(&format!("/api/articles/{slug}/favorite"), Some(&token), json!({})).await,
+        unaware.post(&format!("/api/articles/{slug}/comments"), Some(&token), json!({"comment": {"body": "hi"}})).await,
+    ] {
+        assert_unauthorized(&response);
+        assert_eq!(response.body, revoked);
+    }
+    for table in ["articles", "follows", "favorites", "comments"] {
+        let expected = i64::from(table == "articles");
+        assert_eq!(app.count(table).await, expected, "{table}");
+    }
+}
+
+/// The user id a token of ours names.
+fn user_id_of_token(token: &str) -> i64 {
+    let keys = JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME);
+    keys.verify(token).expect("a valid token")
 }

@@ -217,10 +217,13 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
         Duration::from_secs(3600),
     ));
+    let deleted_accounts =
+        conduit::auth::DeletedAccounts::follow(&db, Duration::from_secs(3600)).await.expect("follow deleted accounts");
     let state = conduit::app::AppState {
         db: db.clone(),
         reads,
         jwt,
+        deleted_accounts,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
     };
     let options = conduit::app::HttpOptions {

@@ -1,22 +1,50 @@
 //! The pool of the one-statement reads (`db::Reads`): which connections it lends
 //! again and which it closes.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use conduit::db::Reads;
+use conduit::db::{self, Reads};
 use sqlx::PgConnection;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+};
 
 use crate::support::TestApp;
 
-async fn backend_pid(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
+async fn backend_pid(conn: &mut PgConnection) -> Result<i32, db::Error> {
+    Ok(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await?)
 }
 
-/// One read on a lease from `reads`: the backend that served it.
+/// One read from `reads`: the backend that served it.
 async fn read_pid(reads: &Reads) -> i32 {
-    let mut conn = reads.acquire().await.expect("a connection");
-    let pid = backend_pid(&mut conn).await;
-    conn.release(pid).expect("read the backend pid")
+    reads.run(backend_pid).await.expect("read the backend pid")
+}
+
+/// Reads that hold every one of `reads`' `n` connections until a permit of
+/// the returned gate is added for each.
+pub async fn hold_every_connection(reads: &Reads, n: usize) -> (Arc<Semaphore>, JoinSet<()>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let (held, mut holding) = mpsc::channel(n);
+    let mut readers = JoinSet::new();
+    for _ in 0..n {
+        let (reads, gate, held) = (reads.clone(), gate.clone(), held.clone());
+        readers.spawn(async move {
+            let read = reads.run(async |_conn| {
+                held.send(()).await.expect("the test waits");
+                gate.acquire().await.expect("the gate stays open").forget();
+                Ok(())
+            });
+            read.await.expect("a connection");
+        });
+    }
+    for _ in 0..n {
+        holding.recv().await.expect("a reader holds a connection");
+    }
+    (gate, readers)
 }
 
 /// Whether backend `pid` exits within 3 s: a closed connection's backend ends once
@@ -57,9 +85,8 @@ async fn a_read_postgres_refused_keeps_its_connection() {
     let reads = Reads::new(app.options.clone(), 2);
     let first = read_pid(&reads).await;
 
-    let mut conn = reads.acquire().await.expect("a connection");
-    let failed = sqlx::query_scalar::<_, i32>("SELECT 1 / 0").fetch_one(&mut *conn).await;
-    let err = conn.release(failed).expect_err("division by zero");
+    let failed = reads.run(async |conn| Ok(sqlx::query_scalar::<_, i32>("SELECT 1 / 0").fetch_one(conn).await?)).await;
+    let Err(db::Error::Sql(err)) = failed else { panic!("division by zero: {failed:?}") };
     assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("22012"));
 
     assert_eq!(reads.idle_count(), 1);
@@ -75,12 +102,8 @@ async fn a_lease_dropped_mid_read_keeps_its_slot_until_the_statement_is_done_the
     // A handler cancelled while its statement runs (the client left, or the
     // request timed out) drops its lease with the reply still to come.
     let started = Instant::now();
-    let cancelled = tokio::time::timeout(Duration::from_millis(100), async {
-        let mut conn = reads.acquire().await.expect("a connection");
-        let slept = sqlx::query("SELECT pg_sleep(1)").execute(&mut *conn).await;
-        conn.release(slept)
-    })
-    .await;
+    let read = reads.run(async |conn| Ok(sqlx::query("SELECT pg_sleep(1)").execute(conn).await?));
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), read).await;
     assert!(cancelled.is_err(), "the read was cut short");
 
     // The pool's one slot is taken until PostgreSQL has finished the abandoned
@@ -95,8 +118,8 @@ async fn a_connection_postgres_ended_mid_statement_is_not_lent_again() {
     let reads = Reads::new(app.options.clone(), 2);
     let first = read_pid(&reads).await;
 
-    let mut conn = reads.acquire().await.expect("a connection");
-    let (slept, ()) = tokio::join!(sqlx::query("SELECT pg_sleep(5)").execute(&mut *conn), async {
+    let read = reads.run(async |conn| Ok(sqlx::query("SELECT pg_sleep(5)").execute(conn).await?));
+    let (slept, ()) = tokio::join!(read, async {
         // Terminated once it is running the statement, the backend answers FATAL.
         while !sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep(5)%')",
@@ -110,7 +133,7 @@ async fn a_connection_postgres_ended_mid_statement_is_not_lent_again() {
         }
         terminate(&app, first).await;
     });
-    let err = conn.release(slept).expect_err("the session was ended");
+    let Err(db::Error::Sql(err)) = slept else { panic!("the session was ended: {slept:?}") };
     assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("57P01"), "{err}");
 
     assert_eq!(reads.idle_count(), 0, "the ended connection is not kept");
@@ -139,10 +162,9 @@ async fn concurrent_reads_share_at_most_the_configured_connections() {
     for _ in 0..8 {
         let reads = reads.clone();
         reading.spawn(async move {
-            let mut conn = reads.acquire().await.expect("a connection");
-            let pid =
-                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid() FROM pg_sleep(0.05)").fetch_one(&mut *conn).await;
-            conn.release(pid).expect("a read")
+            let statement = "SELECT pg_backend_pid() FROM pg_sleep(0.05)";
+            let read = reads.run(async |conn| Ok(sqlx::query_scalar::<_, i32>(statement).fetch_one(conn).await?));
+            read.await.expect("a read")
         });
     }
     let pids = reading.join_all().await;
@@ -155,10 +177,7 @@ async fn concurrent_reads_share_at_most_the_configured_connections() {
 async fn a_read_that_gets_no_connection_in_time_is_a_503_to_retry() {
     let app = TestApp::new().await;
     // Every connection the router's pool may open is lent, and stays lent.
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        held.push(app.reads.acquire().await.expect("a connection"));
-    }
+    let (gate, _readers) = hold_every_connection(&app.reads, 5).await;
 
     let started = Instant::now();
     let response = app.get("/api/tags", None).await;
@@ -167,8 +186,7 @@ async fn a_read_that_gets_no_connection_in_time_is_a_503_to_retry() {
     assert!(started.elapsed() >= Duration::from_secs(4), "answered before the wait ran out: {:?}", started.elapsed());
 
     // Once a connection comes back, the same read is served.
-    let conn = held.pop().expect("held");
-    conn.release(Ok::<(), sqlx::Error>(())).expect("released");
+    gate.add_permits(1);
     assert_eq!(app.get("/api/tags", None).await.status, axum::http::StatusCode::OK);
 }
 
@@ -179,7 +197,7 @@ async fn a_closed_pool_closes_its_idle_connections_and_lends_no_more() {
     let first = read_pid(&reads).await;
     reads.close().await;
     assert_eq!(reads.idle_count(), 0);
-    assert!(matches!(reads.acquire().await, Err(sqlx::Error::PoolClosed)));
+    assert!(matches!(reads.run(backend_pid).await, Err(db::Error::Sql(sqlx::Error::PoolClosed))));
 
     assert!(backend_ends(&app, first).await, "the idle connection was closed");
 }
@@ -222,10 +240,12 @@ async fn a_connection_past_its_lifetime_is_closed_when_it_comes_back_and_while_i
     let reads = Reads::with_lifetimes(app.options.clone(), 2, Duration::from_secs(3600), lifetime);
 
     // A read that ends after the lifetime: its connection is not pooled again.
-    let mut conn = reads.acquire().await.expect("a connection");
-    let first = backend_pid(&mut conn).await;
-    tokio::time::sleep(lifetime).await;
-    let first = conn.release(first).expect("read the backend pid");
+    let read = reads.run(async |conn| {
+        let pid = backend_pid(conn).await;
+        tokio::time::sleep(lifetime).await;
+        pid
+    });
+    let first = read.await.expect("read the backend pid");
     assert_eq!(reads.idle_count(), 0);
     assert!(backend_ends(&app, first).await, "the old connection was closed");
 

@@ -20,7 +20,7 @@ use axum::{
 };
 use conduit::{
     app::{self, AppState, HttpOptions},
-    auth::{JwtKeys, PasswordHasher},
+    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     config::CorsOrigins,
     db::Reads,
     embedded_pg::EmbeddedPostgres,
@@ -34,6 +34,8 @@ use tower::ServiceExt as _;
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-!";
 pub const PASSWORD: &str = "correct horse battery staple";
+/// How long the tests' tokens live.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Where test databases are created: the admin connection of the server.
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
@@ -80,6 +82,8 @@ pub struct TestApp {
     pub db: PgPool,
     /// The pool of the one-statement reads, as the router has it.
     pub reads: Reads,
+    /// The deleted accounts, as the router's authentication path knows them.
+    pub deleted_accounts: DeletedAccounts,
     /// How to reach this test's database.
     pub options: PgConnectOptions,
     name: String,
@@ -104,10 +108,16 @@ impl TestApp {
         let options_db = admin.clone().database(&name);
         let (db, reads) =
             conduit::db::open(options_db.clone(), 5, options.request_timeout).await.expect("open the test database");
-        let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), Duration::from_secs(3600)));
-        let state =
-            AppState { db: db.clone(), reads: reads.clone(), jwt, hasher: PasswordHasher::new(2).expect("hasher") };
-        Self { router: app::router(state, &options), db, reads, options: options_db, name, admin }
+        let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME));
+        let deleted_accounts = DeletedAccounts::follow(&db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+        let state = AppState {
+            db: db.clone(),
+            reads: reads.clone(),
+            jwt,
+            deleted_accounts: deleted_accounts.clone(),
+            hasher: PasswordHasher::new(2).expect("hasher"),
+        };
+        Self { router: app::router(state, &options), db, reads, deleted_accounts, options: options_db, name, admin }
     }
 
     /// Sends one request through the router.
@@ -180,6 +190,17 @@ impl TestApp {
     }
 
     /// Number of rows in `table` (to check that nothing was half-written).
+    /// Deletes `username`'s account, as an operator would, and waits until the
+    /// router's authentication path has heard of it.
+    pub async fn delete_account(&self, username: &str) {
+        let id: i64 = sqlx::query_scalar("DELETE FROM users WHERE username = $1 RETURNING id")
+            .bind(username)
+            .fetch_one(&self.db)
+            .await
+            .expect("delete the account");
+        wait_until_deleted(&self.deleted_accounts, id).await;
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.db)
@@ -269,4 +290,13 @@ pub fn is_millis_timestamp(value: &Value) -> bool {
         text.len() == SHAPE.len()
             && text.bytes().zip(SHAPE.bytes()).all(|(c, s)| if s == b'0' { c.is_ascii_digit() } else { c == s })
     })
+}
+
+/// Waits, up to 10 s, until `accounts` holds `id`.
+pub async fn wait_until_deleted(accounts: &DeletedAccounts, id: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !accounts.contains(id) {
+        assert!(tokio::time::Instant::now() < deadline, "account {id}'s deletion was not heard of in 10 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
