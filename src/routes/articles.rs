@@ -30,6 +30,9 @@ pub struct NewArticleRequest {
     article: NewArticle,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 /// The fields are parsed as optional so that a missing one is a 422 naming it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +44,8 @@ pub struct NewArticle {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     /// Sorted and de-duplicated by the server; `null` means none.
-    #[schema(value_type = Option<Vec<String>>, max_items = 20)]
+    // On an array, utoipa gives `min_length` and `max_length` to its items: each tag's.
+    #[schema(value_type = Option<Vec<String>>, max_items = 20, min_length = 1, max_length = 40)]
     tag_list: Option<Vec<String>>,
 }
 
@@ -65,7 +69,7 @@ pub struct UpdateArticle {
     #[schema(required = false, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    #[schema(required = false, value_type = Vec<String>, max_items = 20)]
+    #[schema(required = false, value_type = Vec<String>, max_items = 20, min_length = 1, max_length = 40)]
     tag_list: Option<Vec<String>>,
 }
 

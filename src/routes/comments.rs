@@ -23,6 +23,9 @@ pub struct NewCommentRequest {
     comment: NewComment,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewComment {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 10_000)]

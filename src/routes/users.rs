@@ -19,12 +19,15 @@ pub struct NewUserRequest {
     user: NewUser,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 /// The fields are parsed as optional so that a missing one is a 422 naming it.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewUser {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
-    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
+    #[schema(required = true, value_type = String, format = Email, min_length = 1, max_length = 254)]
     email: Option<String>,
     #[schema(required = true, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
@@ -56,7 +59,7 @@ pub struct UpdateUser {
     #[schema(required = false, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    #[schema(required = false, value_type = String, format = Email, max_length = 254)]
+    #[schema(required = false, value_type = String, format = Email, min_length = 1, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
     /// 8 to 128 characters.
