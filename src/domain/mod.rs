@@ -1,13 +1,16 @@
 //! Domain values, parsed from untrusted input once ("parse, don't validate").
 //!
 //! A value of one of these types is valid by construction; the parsers return a
-//! human-readable message that the routes gather into a 422 response.
+//! human-readable message that the routes gather into a 422 response. Each write
+//! request is parsed into one struct of them, in one place (see `requests`).
 
 mod article;
+mod requests;
 mod slug;
 mod user;
 
 pub use article::{ArticleBody, CommentBody, Description, TagList, Title};
+pub use requests::{ArticleChanges, Credentials, NewArticle, NewComment, NewUser, UserChanges};
 pub use slug::Slug;
 pub use user::{Bio, Email, ImageUrl, Password, Username};
 

@@ -17,7 +17,7 @@ use crate::{
         self, Reads,
         articles::{ArticleRow, ListedArticle},
     },
-    domain::{ArticleBody, Description, Slug, TagList, Title},
+    domain::{self, ArticleBody, Description, Slug, TagList, Title},
     error::{Error, Result, ValidationErrors},
     extract::{ArticleFilters, AuthUser, Json, Page, Path},
     openapi::{
@@ -32,6 +32,9 @@ pub struct NewArticleRequest {
     article: NewArticle,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 /// The fields are parsed as optional so that a missing one is a 422 naming it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -43,7 +46,8 @@ pub struct NewArticle {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     /// Sorted and de-duplicated by the server; `null` means none.
-    #[schema(value_type = Option<Vec<String>>, max_items = 20)]
+    // On an array, utoipa gives `min_length` and `max_length` to its items: each tag's.
+    #[schema(value_type = Option<Vec<String>>, max_items = 20, min_length = 1, max_length = 40)]
     tag_list: Option<Vec<String>>,
 }
 
@@ -67,8 +71,41 @@ pub struct UpdateArticle {
     #[schema(required = false, value_type = String, min_length = 1, max_length = 100_000)]
     body: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    #[schema(required = false, value_type = Vec<String>, max_items = 20)]
+    #[schema(required = false, value_type = Vec<String>, max_items = 20, min_length = 1, max_length = 40)]
     tag_list: Option<Vec<String>>,
+}
+
+impl TryFrom<NewArticle> for domain::NewArticle {
+    type Error = ValidationErrors;
+
+    /// Absent and blank are both "can't be blank"; absent tags are none.
+    fn try_from(new: NewArticle) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let title = errors.check("title", Title::parse(new.title.as_deref().unwrap_or_default()));
+        let description =
+            errors.check("description", Description::parse(new.description.as_deref().unwrap_or_default()));
+        let body = errors.check("body", ArticleBody::parse(new.body.as_deref().unwrap_or_default()));
+        let tags = errors.check("tagList", TagList::parse(new.tag_list.as_deref().unwrap_or_default()));
+        match (title, description, body, tags) {
+            (Some(title), Some(description), Some(body), Some(tags)) => Ok(Self { title, description, body, tags }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl TryFrom<UpdateArticle> for domain::ArticleChanges {
+    type Error = ValidationErrors;
+
+    /// Each field present must be valid.
+    fn try_from(changes: UpdateArticle) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let title = changes.title.as_deref().and_then(|v| errors.check("title", Title::parse(v)));
+        let description =
+            changes.description.as_deref().and_then(|v| errors.check("description", Description::parse(v)));
+        let body = changes.body.as_deref().and_then(|v| errors.check("body", ArticleBody::parse(v)));
+        let tags = changes.tag_list.as_deref().and_then(|v| errors.check("tagList", TagList::parse(v)));
+        if errors.is_empty() { Ok(Self { title, description, body, tags }) } else { Err(errors) }
+    }
 }
 
 /// One article, with its body.
@@ -300,15 +337,7 @@ pub async fn create(
     user: AuthUser,
     Json(NewArticleRequest { article: new }): Json<NewArticleRequest>,
 ) -> Result<(StatusCode, Json<ArticleResponse>)> {
-    let mut errors = ValidationErrors::new();
-    // Absent and blank are both "can't be blank".
-    let title = errors.check("title", Title::parse(new.title.as_deref().unwrap_or_default()));
-    let description = errors.check("description", Description::parse(new.description.as_deref().unwrap_or_default()));
-    let body = errors.check("body", ArticleBody::parse(new.body.as_deref().unwrap_or_default()));
-    let tags = errors.check("tagList", TagList::parse(new.tag_list.as_deref().unwrap_or_default()));
-    let (Some(title), Some(description), Some(body), Some(tags)) = (title, description, body, tags) else {
-        return Err(Error::Validation(errors));
-    };
+    let domain::NewArticle { title, description, body, tags } = new.try_into().map_err(Error::Validation)?;
 
     let mut tx = state.db.begin().await?;
     let base = Slug::from_title(title.as_str());
@@ -351,12 +380,7 @@ pub async fn update(
     Path(slug): Path<String>,
     Json(UpdateArticleRequest { article: changes }): Json<UpdateArticleRequest>,
 ) -> Result<Json<ArticleResponse>> {
-    let mut errors = ValidationErrors::new();
-    let title = changes.title.as_deref().and_then(|v| errors.check("title", Title::parse(v)));
-    let description = changes.description.as_deref().and_then(|v| errors.check("description", Description::parse(v)));
-    let body = changes.body.as_deref().and_then(|v| errors.check("body", ArticleBody::parse(v)));
-    let tags = changes.tag_list.as_deref().and_then(|v| errors.check("tagList", TagList::parse(v)));
-    errors.into_result()?;
+    let domain::ArticleChanges { title, description, body, tags } = changes.try_into().map_err(Error::Validation)?;
 
     let mut tx = state.db.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;

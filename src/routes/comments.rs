@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     db::{self, Reads, articles::Deleted, comments::CommentRow},
-    domain::CommentBody,
+    domain::{self, CommentBody},
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json, Path},
     openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
@@ -25,10 +25,27 @@ pub struct NewCommentRequest {
     comment: NewComment,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewComment {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 10_000)]
     body: Option<String>,
+}
+
+impl TryFrom<NewComment> for domain::NewComment {
+    type Error = ValidationErrors;
+
+    /// Absent and blank are both "can't be blank".
+    fn try_from(new: NewComment) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let body = errors.check("body", CommentBody::parse(new.body.as_deref().unwrap_or_default()));
+        match body {
+            Some(body) => Ok(Self { body }),
+            None => Err(errors),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,8 +138,7 @@ pub async fn add(
     Path(slug): Path<String>,
     Json(NewCommentRequest { comment }): Json<NewCommentRequest>,
 ) -> Result<(StatusCode, Json<CommentResponse>)> {
-    let body = CommentBody::parse(comment.body.as_deref().unwrap_or_default())
-        .map_err(|message| Error::Validation(ValidationErrors::single("body", message)))?;
+    let domain::NewComment { body } = comment.try_into().map_err(Error::Validation)?;
     let row = db::comments::add(&db, &slug, user.id, body.as_str()).await?.ok_or(Error::NotFound("article"))?;
     Ok((StatusCode::CREATED, Json(CommentResponse { comment: row.into() })))
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::{
     app::AppState,
     db,
-    domain::{Bio, Email, ImageUrl, Password, Username},
+    domain::{self, Bio, Email, ImageUrl, Password, Username},
     error::{Error, Result, ValidationErrors},
     extract::{AuthUser, Json},
     openapi::{BadRequest, Conflict, PayloadTooLarge, Unauthorized, UnsupportedMediaType, ValidationFailed},
@@ -18,12 +18,15 @@ pub struct NewUserRequest {
     user: NewUser,
 }
 
+// The limits in `#[schema(...)]` are the domain types' constants, written out as
+// utoipa takes only literals there; a test in tests/api/openapi.rs
+// (`request_limits_in_the_document_and_the_database_are_the_domain_types`) keeps them the same.
 /// The fields are parsed as optional so that a missing one is a 422 naming it.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewUser {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
-    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
+    #[schema(required = true, value_type = String, format = Email, min_length = 1, max_length = 254)]
     email: Option<String>,
     #[schema(required = true, value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: Option<String>,
@@ -55,7 +58,7 @@ pub struct UpdateUser {
     #[schema(required = false, value_type = String, min_length = 1, max_length = 40)]
     username: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
-    #[schema(required = false, value_type = String, format = Email, max_length = 254)]
+    #[schema(required = false, value_type = String, format = Email, min_length = 1, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "super::non_null")]
     /// 8 to 128 characters.
@@ -67,6 +70,58 @@ pub struct UpdateUser {
     #[serde(default, deserialize_with = "super::nullable")]
     #[schema(value_type = Option<String>, max_length = 2048)]
     image: Option<Option<String>>,
+}
+
+impl TryFrom<NewUser> for domain::NewUser {
+    type Error = ValidationErrors;
+
+    /// Absent and blank are both "can't be blank".
+    fn try_from(new: NewUser) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let username = errors.check("username", Username::parse(new.username.as_deref().unwrap_or_default()));
+        let email = errors.check("email", Email::parse(new.email.as_deref().unwrap_or_default()));
+        let password = errors.check("password", Password::parse(new.password.as_deref().unwrap_or_default()));
+        match (username, email, password) {
+            (Some(username), Some(email), Some(password)) => Ok(Self { username, email, password }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl<'a> TryFrom<&'a LoginUser> for domain::Credentials<'a> {
+    type Error = ValidationErrors;
+
+    /// Only blank fields are refused: the password as typed (`"   "` is tried),
+    /// the email trimmed.
+    fn try_from(login: &'a LoginUser) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let email = login.email.as_deref().map(str::trim).unwrap_or_default();
+        let password = login.password.as_deref().unwrap_or_default();
+        if email.is_empty() {
+            errors.add("email", "can't be blank");
+        }
+        if password.is_empty() {
+            errors.add("password", "can't be blank");
+        }
+        if errors.is_empty() { Ok(Self { email, password }) } else { Err(errors) }
+    }
+}
+
+impl TryFrom<UpdateUser> for domain::UserChanges {
+    type Error = ValidationErrors;
+
+    /// Each field present must be valid; `null` or `""` clears `bio` and `image`.
+    fn try_from(changes: UpdateUser) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));
+        let email = changes.email.as_deref().and_then(|v| errors.check("email", Email::parse(v)));
+        // RealWorld 2.0 refuses `"password": ""` (a settings form must leave the field out).
+        let password = changes.password.as_deref().and_then(|v| errors.check("password", Password::parse(v)));
+        let bio = changes.bio.and_then(|v| errors.check("bio", Bio::parse_optional(v.as_deref().unwrap_or_default())));
+        let image =
+            changes.image.and_then(|v| errors.check("image", ImageUrl::parse(v.as_deref().unwrap_or_default())));
+        if errors.is_empty() { Ok(Self { username, email, password, bio, image }) } else { Err(errors) }
+    }
 }
 
 /// The caller's own account, with a token. `bio` and `image` are `null` when unset.
@@ -98,16 +153,6 @@ fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
     })
 }
 
-/// A required text field: absent and blank are both "can't be blank".
-fn required<T>(
-    errors: &mut ValidationErrors,
-    field: &str,
-    value: Option<&String>,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Option<T> {
-    errors.check(field, parse(value.map_or("", String::as_str)))
-}
-
 /// Register a new user.
 #[utoipa::path(post, path = "/users", tag = "User and Authentication", operation_id = "CreateUser",
     request_body = NewUserRequest,
@@ -124,13 +169,7 @@ pub async fn register(
     State(state): State<AppState>,
     Json(NewUserRequest { user: new }): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
-    let mut errors = ValidationErrors::new();
-    let username = required(&mut errors, "username", new.username.as_ref(), Username::parse);
-    let email = required(&mut errors, "email", new.email.as_ref(), Email::parse);
-    let password = required(&mut errors, "password", new.password.as_ref(), Password::parse);
-    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
-        return Err(Error::Validation(errors));
-    };
+    let domain::NewUser { username, email, password } = new.try_into().map_err(Error::Validation)?;
     let hash = state.hasher.hash(&password).await?;
     let row = db::users::insert(&state.db, username.as_str(), email.as_str(), &hash).await?;
     let token = state.jwt.sign(row.id)?;
@@ -155,17 +194,7 @@ pub async fn login(
     State(state): State<AppState>,
     Json(LoginUserRequest { user: login }): Json<LoginUserRequest>,
 ) -> Result<Json<UserResponse>> {
-    let mut errors = ValidationErrors::new();
-    let email = login.email.as_deref().map(str::trim).unwrap_or_default();
-    let password = login.password.as_deref().unwrap_or_default();
-    if email.is_empty() {
-        errors.add("email", "can't be blank");
-    }
-    if password.is_empty() {
-        errors.add("password", "can't be blank");
-    }
-    errors.into_result()?;
-
+    let domain::Credentials { email, password } = (&login).try_into().map_err(Error::Validation)?;
     // An email PostgreSQL cannot even store matches no account.
     let found = if email.contains('\0') { None } else { db::users::credentials_by_email(&state.db, email).await? };
     let Some(found) = found else {
@@ -214,15 +243,8 @@ pub async fn update(
     user: AuthUser,
     Json(UpdateUserRequest { user: changes }): Json<UpdateUserRequest>,
 ) -> Result<Json<UserResponse>> {
-    let mut errors = ValidationErrors::new();
-    let username = changes.username.as_deref().and_then(|v| errors.check("username", Username::parse(v)));
-    let email = changes.email.as_deref().and_then(|v| errors.check("email", Email::parse(v)));
-    // RealWorld 2.0 refuses `"password": ""` (a settings form must leave the field out).
-    let password = changes.password.as_deref().and_then(|v| errors.check("password", Password::parse(v)));
-    let bio = changes.bio.map(|v| errors.check("bio", Bio::parse_optional(v.as_deref().unwrap_or_default())));
-    let image = changes.image.map(|v| errors.check("image", ImageUrl::parse(v.as_deref().unwrap_or_default())));
-    errors.into_result()?;
-
+    let domain::UserChanges { username, email, password, bio, image } =
+        changes.try_into().map_err(Error::Validation)?;
     let password_hash = match &password {
         Some(password) => Some(state.hasher.hash(password).await?),
         None => None,
@@ -234,8 +256,8 @@ pub async fn update(
             username: username.as_ref().map(Username::as_str),
             email: email.as_ref().map(Email::as_str),
             password_hash: password_hash.as_deref(),
-            bio: bio.as_ref().and_then(|b| b.as_ref()).map(Bio::as_str),
-            image: image.as_ref().and_then(|i| i.as_ref()).map(ImageUrl::as_str),
+            bio: bio.as_ref().map(Bio::as_str),
+            image: image.as_ref().map(ImageUrl::as_str),
         },
     )
     .await?
