@@ -140,6 +140,13 @@ impl Error {
     }
 }
 
+/// A request that did not parse into domain values: 422.
+impl From<ValidationErrors> for Error {
+    fn from(errors: ValidationErrors) -> Self {
+        Self::Validation(errors)
+    }
+}
+
 /// A database failure is never the client's fault: a pool that lent no
 /// connection in time, or a statement cancelled for running too long, is a 503
 /// to retry; anything else a 500. What the client can cause comes typed, as a

@@ -337,7 +337,7 @@ pub async fn create(
     user: AuthUser,
     Json(NewArticleRequest { article: new }): Json<NewArticleRequest>,
 ) -> Result<(StatusCode, Json<ArticleResponse>)> {
-    let domain::NewArticle { title, description, body, tags } = new.try_into().map_err(Error::Validation)?;
+    let domain::NewArticle { title, description, body, tags } = new.try_into()?;
 
     let mut tx = state.db.begin().await?;
     let base = Slug::from_title(title.as_str());
@@ -380,7 +380,7 @@ pub async fn update(
     Path(slug): Path<String>,
     Json(UpdateArticleRequest { article: changes }): Json<UpdateArticleRequest>,
 ) -> Result<Json<ArticleResponse>> {
-    let domain::ArticleChanges { title, description, body, tags } = changes.try_into().map_err(Error::Validation)?;
+    let domain::ArticleChanges { title, description, body, tags } = changes.try_into()?;
 
     let mut tx = state.db.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;

@@ -138,7 +138,7 @@ pub async fn add(
     Path(slug): Path<String>,
     Json(NewCommentRequest { comment }): Json<NewCommentRequest>,
 ) -> Result<(StatusCode, Json<CommentResponse>)> {
-    let domain::NewComment { body } = comment.try_into().map_err(Error::Validation)?;
+    let domain::NewComment { body } = comment.try_into()?;
     let row = db::comments::add(&db, &slug, user.id, body.as_str()).await?.ok_or(Error::NotFound("article"))?;
     Ok((StatusCode::CREATED, Json(CommentResponse { comment: row.into() })))
 }

@@ -169,7 +169,7 @@ pub async fn register(
     State(state): State<AppState>,
     Json(NewUserRequest { user: new }): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
-    let domain::NewUser { username, email, password } = new.try_into().map_err(Error::Validation)?;
+    let domain::NewUser { username, email, password } = new.try_into()?;
     let hash = state.hasher.hash(&password).await?;
     let row = db::users::insert(&state.db, username.as_str(), email.as_str(), &hash).await?;
     let token = state.jwt.sign(row.id)?;
@@ -194,7 +194,7 @@ pub async fn login(
     State(state): State<AppState>,
     Json(LoginUserRequest { user: login }): Json<LoginUserRequest>,
 ) -> Result<Json<UserResponse>> {
-    let domain::Credentials { email, password } = (&login).try_into().map_err(Error::Validation)?;
+    let domain::Credentials { email, password } = (&login).try_into()?;
     // An email PostgreSQL cannot even store matches no account.
     let found = if email.contains('\0') { None } else { db::users::credentials_by_email(&state.db, email).await? };
     let Some(found) = found else {
@@ -243,8 +243,7 @@ pub async fn update(
     user: AuthUser,
     Json(UpdateUserRequest { user: changes }): Json<UpdateUserRequest>,
 ) -> Result<Json<UserResponse>> {
-    let domain::UserChanges { username, email, password, bio, image } =
-        changes.try_into().map_err(Error::Validation)?;
+    let domain::UserChanges { username, email, password, bio, image } = changes.try_into()?;
     let password_hash = match &password {
         Some(password) => Some(state.hasher.hash(password).await?),
         None => None,
