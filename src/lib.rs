@@ -53,9 +53,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
-    let (db, reads) = db::open(options, config.db_max_connections, config.request_timeout).await?;
+    let (db, reads) = db::open(options.clone(), config.db_max_connections, config.request_timeout).await?;
     let deleted_accounts =
-        DeletedAccounts::follow(&db, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
+        DeletedAccounts::follow(&options, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
     let state = AppState {
         db: db.clone(),
         reads: reads.clone(),

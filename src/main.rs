@@ -5,9 +5,9 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: glibc's allocator took about a sixth of the
-/// server's CPU under load, when a list request still allocated per field (pages
-/// are now read in place, see `db::articles::ArticlePage`; not measured again).
+/// mimalloc instead of glibc's malloc: a request allocates many small, short-lived
+/// values, which glibc's allocator serves at a higher cost in CPU under load
+/// (docs/performance-notes.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -20,11 +20,14 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock, Weak},
     time::Duration,
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
 
 /// The channel the migration's trigger notifies, with the account's id as payload.
 const CHANNEL: &str = "deleted_accounts";
@@ -32,9 +35,11 @@ const CHANNEL: &str = "deleted_accounts";
 /// How long to wait before subscribing again after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+type Ids = RwLock<HashSet<i64>>;
+
 /// The ids of deleted accounts; cheap to clone, shared by every request.
 #[derive(Debug, Clone, Default)]
-pub struct DeletedAccounts(Arc<RwLock<HashSet<i64>>>);
+pub struct DeletedAccounts(Arc<Ids>);
 
 impl DeletedAccounts {
     /// Whether the account `user_id` has been deleted.
@@ -42,73 +47,81 @@ impl DeletedAccounts {
         self.0.read().unwrap_or_else(PoisonError::into_inner).contains(&user_id)
     }
 
-    /// The set as the database has it now, kept current by a task until `pool`
-    /// closes. `token_lifetime` bounds which deletions matter.
-    pub async fn follow(pool: &PgPool, token_lifetime: Duration) -> Result<Self, sqlx::Error> {
+    /// The set as the database at `options` has it now, kept current by a task
+    /// until the last clone of the set is dropped. The task has a connection of
+    /// its own, outside the server's pools, so that it takes no slot from them.
+    /// `token_lifetime` bounds which deletions matter.
+    pub async fn follow(options: &PgConnectOptions, token_lifetime: Duration) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone().application_name("conduit-listener"));
         let accounts = Self::default();
-        let listener = accounts.subscribe(pool, token_lifetime).await?;
-        tokio::spawn(accounts.clone().keep_current(listener, pool.clone(), token_lifetime));
+        let listener = subscribe(&accounts.0, &pool, token_lifetime).await?;
+        tokio::spawn(keep_current(Arc::downgrade(&accounts.0), listener, pool, token_lifetime));
         Ok(accounts)
     }
+}
 
-    /// Listens to the channel, then reads the recent deletions on the same
-    /// connection.
-    async fn subscribe(&self, pool: &PgPool, token_lifetime: Duration) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
-        self.reload(&mut listener, token_lifetime).await?;
-        Ok(listener)
-    }
+/// Listens to the channel, then reads the recent deletions on the same
+/// connection, so that one committed in between is both read and notified.
+async fn subscribe(ids: &Ids, pool: &PgPool, token_lifetime: Duration) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    reload(ids, &mut listener, token_lifetime).await?;
+    Ok(listener)
+}
 
-    async fn reload(&self, listener: &mut PgListener, token_lifetime: Duration) -> Result<(), sqlx::Error> {
-        let seconds = token_lifetime.as_secs_f64();
-        let ids = sqlx::query_scalar!(
-            "SELECT user_id FROM deleted_accounts WHERE deleted_at > now() - make_interval(secs => $1)",
-            seconds
-        )
-        .fetch_all(listener)
-        .await?;
-        self.0.write().unwrap_or_else(PoisonError::into_inner).extend(ids);
-        Ok(())
-    }
+async fn reload(ids: &Ids, listener: &mut PgListener, token_lifetime: Duration) -> Result<(), sqlx::Error> {
+    let seconds = token_lifetime.as_secs_f64();
+    let deleted = sqlx::query_scalar!(
+        "SELECT user_id FROM deleted_accounts WHERE deleted_at > now() - make_interval(secs => $1)",
+        seconds
+    )
+    .fetch_all(listener)
+    .await?;
+    ids.write().unwrap_or_else(PoisonError::into_inner).extend(deleted);
+    Ok(())
+}
 
-    /// Adds each notified id; after a lost connection (the listener reconnects
-    /// and subscribes again by itself) or a failure, reads the table again.
-    async fn keep_current(self, mut listener: PgListener, pool: PgPool, token_lifetime: Duration) {
-        loop {
-            let reloaded = match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    match notification.payload().parse() {
-                        Ok(id) => {
-                            self.0.write().unwrap_or_else(PoisonError::into_inner).insert(id);
-                        }
-                        Err(_) => tracing::warn!(payload = notification.payload(), "not an account id on {CHANNEL}"),
+/// Adds each notified id; after a lost connection (the listener reconnects and
+/// listens again by itself) or a failure, reads the table again. Ends once the
+/// set is no longer used.
+async fn keep_current(ids: Weak<Ids>, mut listener: PgListener, pool: PgPool, token_lifetime: Duration) {
+    loop {
+        let received = listener.try_recv().await;
+        let Some(current) = ids.upgrade() else { return };
+        let outcome = match received {
+            Ok(Some(notification)) => {
+                match notification.payload().parse() {
+                    Ok(id) => {
+                        current.write().unwrap_or_else(PoisonError::into_inner).insert(id);
                     }
-                    continue;
+                    Err(_) => tracing::warn!(payload = notification.payload(), "not an account id on {CHANNEL}"),
                 }
-                Ok(None) => self.reload(&mut listener, token_lifetime).await,
-                Err(sqlx::Error::PoolClosed) => return,
-                Err(err) => Err(err),
-            };
-            if let Err(err) = reloaded {
-                tracing::warn!(error = %err, "the {CHANNEL} subscription failed; subscribing again");
-                let Some(renewed) = self.resubscribe(&pool, token_lifetime).await else { return };
-                listener = renewed;
+                Ok(())
             }
+            Ok(None) => reload(&current, &mut listener, token_lifetime).await,
+            Err(err) => Err(err),
+        };
+        drop(current);
+        if let Err(err) = outcome {
+            tracing::warn!(error = %err, "the {CHANNEL} subscription failed; subscribing again");
+            let Some(renewed) = resubscribe(&ids, &pool, token_lifetime).await else { return };
+            listener = renewed;
         }
     }
+}
 
-    /// A new subscription, retried until it succeeds; `None` once `pool` is closed.
-    async fn resubscribe(&self, pool: &PgPool, token_lifetime: Duration) -> Option<PgListener> {
-        loop {
-            if pool.is_closed() {
-                return None;
-            }
-            tokio::time::sleep(RETRY_AFTER).await;
-            match self.subscribe(pool, token_lifetime).await {
-                Ok(listener) => return Some(listener),
-                Err(err) => tracing::warn!(error = %err, "subscribing to {CHANNEL} failed; retrying"),
-            }
+/// A new subscription, retried every [`RETRY_AFTER`] until it succeeds; `None`
+/// once the set is no longer used.
+async fn resubscribe(ids: &Weak<Ids>, pool: &PgPool, token_lifetime: Duration) -> Option<PgListener> {
+    loop {
+        tokio::time::sleep(RETRY_AFTER).await;
+        let current = ids.upgrade()?;
+        match subscribe(&current, pool, token_lifetime).await {
+            Ok(listener) => return Some(listener),
+            Err(err) => tracing::warn!(error = %err, "subscribing to {CHANNEL} failed; retrying"),
         }
     }
 }

@@ -317,7 +317,7 @@ async fn a_server_started_after_an_account_was_deleted_refuses_its_tokens_at_onc
     let id = user_id_of_token(&token);
 
     // A second server on the same database reads the deletion when it starts.
-    let later = DeletedAccounts::follow(&app.db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    let later = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
     assert!(later.contains(id));
 }
 
@@ -325,7 +325,7 @@ async fn a_server_started_after_an_account_was_deleted_refuses_its_tokens_at_onc
 async fn every_server_on_the_database_hears_of_a_deletion() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
-    let other = DeletedAccounts::follow(&app.db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    let other = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
     assert!(!other.contains(user_id_of_token(&token)));
 
     app.delete_account("jake").await;
@@ -341,7 +341,8 @@ async fn deletions_older_than_the_tokens_lifetime_are_not_kept() {
     .execute(&app.db)
     .await
     .expect("record two deletions");
-    let accounts = DeletedAccounts::follow(&app.db, Duration::from_secs(3600)).await.expect("follow deleted accounts");
+    let accounts =
+        DeletedAccounts::follow(&app.options, Duration::from_secs(3600)).await.expect("follow deleted accounts");
     assert!(!accounts.contains(41), "every token of an account deleted two hours ago has expired");
     assert!(accounts.contains(42));
 }

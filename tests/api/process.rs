@@ -217,8 +217,9 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
         Duration::from_secs(3600),
     ));
-    let deleted_accounts =
-        conduit::auth::DeletedAccounts::follow(&db, Duration::from_secs(3600)).await.expect("follow deleted accounts");
+    let deleted_accounts = conduit::auth::DeletedAccounts::follow(&pg.connect_options(), Duration::from_secs(3600))
+        .await
+        .expect("follow deleted accounts");
     let state = conduit::app::AppState {
         db: db.clone(),
         reads,

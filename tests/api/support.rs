@@ -109,7 +109,8 @@ impl TestApp {
         let (db, reads) =
             conduit::db::open(options_db.clone(), 5, options.request_timeout).await.expect("open the test database");
         let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME));
-        let deleted_accounts = DeletedAccounts::follow(&db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+        let deleted_accounts =
+            DeletedAccounts::follow(&options_db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
         let state = AppState {
             db: db.clone(),
             reads: reads.clone(),
