@@ -25,26 +25,25 @@ use sqlx::postgres::PgConnectOptions;
 use crate::{
     app::{AppState, HttpOptions},
     auth::{JwtKeys, PasswordHasher},
-    config::{Config, Database},
+    config::{Config, Database, JwtSecret},
     embedded_pg::EmbeddedPostgres,
 };
 
 /// Runs the server until SIGINT or SIGTERM, starting and stopping the embedded
 /// PostgreSQL around it when no `DATABASE_URL` is configured.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    match &config.database {
+    let secret = match &config.jwt_secret {
+        JwtSecret::Given(secret) => secret.clone(),
+        JwtSecret::InDataDir => load_or_create_secret(&config.database.data_dir)?,
+    };
+    match &config.database.source {
         Database::External(url) => {
             let options: PgConnectOptions =
                 url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
-            let secret = config.jwt_secret.clone().context("JWT_SECRET is required with DATABASE_URL")?;
             serve(&config, options, secret).await
         }
         Database::Embedded => {
-            let secret = match config.jwt_secret.clone() {
-                Some(secret) => secret,
-                None => load_or_create_secret(&config.data_dir)?,
-            };
-            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            let pg = EmbeddedPostgres::start(&config.database.data_dir).await?;
             let served = serve(&config, pg.connect_options(), secret).await;
             let stopped = pg.stop().await;
             served.and(stopped)

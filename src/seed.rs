@@ -1,9 +1,9 @@
 //! `conduit seed`: fills an empty database with a large, deterministic data set for
 //! load benchmarks.
 //!
-//! `conduit seed --scale s|l [--seed N]` uses the server's configuration
-//! (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`), applies the
-//! migrations, refuses a database that already has users or tags, then streams every
+//! `conduit seed --scale s|l [--seed N]` uses the server's database settings
+//! (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`), and no
+//! other; it applies the migrations, refuses a database that already has users or tags, then streams every
 //! table through `COPY ... FROM STDIN` (text format, a few MB per message), then
 //! compacts the tables and runs `VACUUM (ANALYZE)`: statistics for the planner, and a
 //! visibility map so that index-only scans need no heap fetches, as on a table
@@ -39,7 +39,7 @@ use sqlx::{Connection as _, PgConnection, postgres::PgConnectOptions};
 
 use crate::{
     auth::PasswordHasher,
-    config::{Config, Database},
+    config::{Database, DatabaseConfig},
     domain::Password,
     embedded_pg::EmbeddedPostgres,
 };
@@ -165,25 +165,10 @@ fn parse_scale(value: &str) -> Result<Scale, String> {
     }
 }
 
-/// The server's configuration; the seeder signs no tokens, so a missing
-/// `JWT_SECRET` is not an error here.
-pub fn config_from_env() -> Result<Config, crate::config::ConfigError> {
-    if let Err(err) = dotenvy::dotenv()
-        && !err.not_found()
-    {
-        return Err(crate::config::ConfigError { var: ".env", message: err.to_string() });
-    }
-    const UNUSED_SECRET: &str = "unused-by-conduit-seed-unused-by-conduit-seed";
-    Config::from_lookup(|name| {
-        let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if name == "JWT_SECRET" { value.or_else(|| Some(UNUSED_SECRET.to_owned())) } else { value }
-    })
-}
-
 /// Seeds the configured database, starting and stopping the embedded cluster
 /// when there is no `DATABASE_URL`.
-pub async fn run(config: &Config, options: Options) -> anyhow::Result<()> {
-    match &config.database {
+pub async fn run(config: &DatabaseConfig, options: Options) -> anyhow::Result<()> {
+    match &config.source {
         Database::External(url) => {
             let connect: PgConnectOptions =
                 url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
