@@ -2,6 +2,9 @@
 //!
 //! Every variable is read once at start-up. A bad value stops the server with one
 //! message naming the variable; nothing is silently defaulted after a typo.
+//!
+//! The settings of the database ([`DatabaseConfig`]) are all `conduit seed` reads;
+//! the server's [`Config`] holds them and its own, the signing secret among them.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -29,13 +32,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the data is: what the server and `conduit seed` share.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub source: Database,
+    /// Holds the embedded cluster, and the server's generated JWT secret.
+    pub data_dir: PathBuf,
+}
+
+/// The key the server signs and checks tokens with.
+#[derive(Debug, Clone)]
+pub enum JwtSecret {
+    /// `JWT_SECRET`, long enough.
+    Given(SecretString),
+    /// Embedded mode without `JWT_SECRET`: generated once and kept in the data
+    /// directory (see [`crate::load_or_create_secret`]).
+    InDataDir,
+}
+
+/// The server's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database: Database,
-    /// Holds the embedded cluster and the generated JWT secret.
-    pub data_dir: PathBuf,
-    /// `None` in embedded mode means "generate one and keep it in `data_dir`".
-    pub jwt_secret: Option<SecretString>,
+    pub database: DatabaseConfig,
+    pub jwt_secret: JwtSecret,
     pub jwt_ttl: Duration,
     pub bind_addr: SocketAddr,
     pub cors_origins: CorsOrigins,
@@ -60,22 +79,16 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { var, message: message.into() }
 }
 
-impl Config {
+impl DatabaseConfig {
     /// Reads the process environment, after loading `.env` if there is one.
     pub fn from_env() -> Result<Self, ConfigError> {
-        if let Err(err) = dotenvy::dotenv()
-            && !err.not_found()
-        {
-            return Err(invalid(".env", err.to_string()));
-        }
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(environment()?)
     }
 
     /// Builds the configuration from any variable source (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-
-        let database = match get("DATABASE_URL") {
+        let get = non_empty(lookup);
+        let source = match get("DATABASE_URL") {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Database::External(SecretString::from(url))
             }
@@ -84,25 +97,38 @@ impl Config {
             }
             None => Database::Embedded,
         };
+        let data_dir = get("CONDUIT_DATA_DIR").map_or_else(|| PathBuf::from(".conduit"), PathBuf::from);
+        Ok(Self { source, data_dir })
+    }
+}
 
-        let jwt_secret = get("JWT_SECRET").map(SecretString::from);
-        match (&database, &jwt_secret) {
-            (_, Some(secret)) if secret_len(secret) < crate::auth::jwt::MIN_SECRET_BYTES => {
+impl Config {
+    /// Reads the process environment, after loading `.env` if there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(environment()?)
+    }
+
+    /// Builds the configuration from any variable source (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = non_empty(lookup);
+        let database = DatabaseConfig::from_lookup(&get)?;
+
+        let jwt_secret = match (get("JWT_SECRET").map(SecretString::from), &database.source) {
+            (Some(secret), _) if secret_len(&secret) < crate::auth::jwt::MIN_SECRET_BYTES => {
                 return Err(invalid(
                     "JWT_SECRET",
                     format!("must be at least {} bytes long", crate::auth::jwt::MIN_SECRET_BYTES),
                 ));
             }
-            (Database::External(_), None) => {
+            (Some(secret), _) => JwtSecret::Given(secret),
+            (None, Database::External(_)) => {
                 return Err(invalid(
                     "JWT_SECRET",
                     "is required when DATABASE_URL is set (at least 32 random bytes, e.g. `openssl rand -hex 32`)",
                 ));
             }
-            _ => {}
-        }
-
-        let data_dir = get("CONDUIT_DATA_DIR").map_or_else(|| PathBuf::from(".conduit"), PathBuf::from);
+            (None, Database::Embedded) => JwtSecret::InDataDir,
+        };
 
         let bind_addr = match get("BIND_ADDR") {
             Some(v) => {
@@ -147,7 +173,6 @@ impl Config {
 
         Ok(Self {
             database,
-            data_dir,
             jwt_secret,
             jwt_ttl,
             bind_addr,
@@ -158,6 +183,22 @@ impl Config {
             request_timeout,
         })
     }
+}
+
+/// The process environment, after loading `.env` if there is one: how both
+/// configurations are read.
+fn environment() -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        return Err(invalid(".env", err.to_string()));
+    }
+    Ok(|name: &str| std::env::var(name).ok())
+}
+
+/// `lookup` with blank values taken as unset.
+fn non_empty(lookup: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |name| lookup(name).filter(|v| !v.trim().is_empty())
 }
 
 fn secret_len(secret: &SecretString) -> usize {
@@ -187,18 +228,36 @@ mod tests {
 
     use super::*;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Config::from_lookup(|name| map.get(name).cloned())
+        move |name| map.get(name).cloned()
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(lookup(vars))
+    }
+
+    fn database(vars: &[(&str, &str)]) -> Result<DatabaseConfig, ConfigError> {
+        DatabaseConfig::from_lookup(lookup(vars))
+    }
+
+    /// The URL of an external database, `None` for the embedded one.
+    fn url(config: &DatabaseConfig) -> Option<&str> {
+        use secrecy::ExposeSecret as _;
+        match &config.source {
+            Database::External(url) => Some(url.expose_secret()),
+            Database::Embedded => None,
+        }
     }
 
     #[test]
     fn no_variables_mean_embedded_mode_on_localhost() {
         let config = config(&[]).expect("defaults are valid");
-        assert!(matches!(config.database, Database::Embedded));
+        assert!(matches!(config.database.source, Database::Embedded));
+        assert_eq!(config.database.data_dir, PathBuf::from(".conduit"));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.cors_origins, CorsOrigins::Any);
-        assert!(config.jwt_secret.is_none());
+        assert!(matches!(config.jwt_secret, JwtSecret::InDataDir));
     }
 
     #[test]
@@ -206,7 +265,44 @@ mod tests {
         let url = ("DATABASE_URL", "postgres://u@localhost/db");
         assert_eq!(config(&[url]).expect_err("no secret").var, "JWT_SECRET");
         assert_eq!(config(&[url, ("JWT_SECRET", "short")]).expect_err("short").var, "JWT_SECRET");
-        assert!(config(&[url, ("JWT_SECRET", &"s".repeat(32))]).is_ok());
+        let secret = "s".repeat(32);
+        let config = config(&[url, ("JWT_SECRET", &secret)]).expect("long secret");
+        assert!(matches!(config.jwt_secret, JwtSecret::Given(_)));
+    }
+
+    #[test]
+    fn a_given_secret_is_used_in_embedded_mode_too() {
+        let secret = "s".repeat(32);
+        let given = config(&[("JWT_SECRET", &secret)]).expect("long secret");
+        assert!(matches!(given.jwt_secret, JwtSecret::Given(_)));
+        assert_eq!(config(&[("JWT_SECRET", "short")]).expect_err("short").var, "JWT_SECRET");
+    }
+
+    #[test]
+    fn the_database_settings_need_no_secret_nor_any_server_setting() {
+        let vars =
+            [("DATABASE_URL", "postgresql://u@localhost/db"), ("BIND_ADDR", "localhost"), ("JWT_SECRET", "short")];
+        let database = database(&vars).expect("the server's settings are not read");
+        assert_eq!(url(&database), Some("postgresql://u@localhost/db"));
+        assert_eq!(database.data_dir, PathBuf::from(".conduit"));
+    }
+
+    #[test]
+    fn the_server_reads_the_database_settings_as_the_seeder_does() {
+        let secret = "s".repeat(32);
+        for vars in [
+            vec![("JWT_SECRET", secret.as_str())],
+            vec![("CONDUIT_DATA_DIR", "/var/lib/conduit"), ("DATABASE_URL", " ")],
+            vec![("DATABASE_URL", "postgres://u@localhost/db"), ("JWT_SECRET", secret.as_str())],
+        ] {
+            let alone = database(&vars).expect("valid");
+            let within = config(&vars).expect("valid").database;
+            assert_eq!((url(&alone), &alone.data_dir), (url(&within), &within.data_dir), "{vars:?}");
+        }
+        for vars in [[("DATABASE_URL", "mysql://x")], [("DATABASE_URL", "localhost/db")]] {
+            assert_eq!(database(&vars).expect_err("bad URL").var, "DATABASE_URL");
+            assert_eq!(config(&vars).expect_err("bad URL").var, "DATABASE_URL");
+        }
     }
 
     #[test]

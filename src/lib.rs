@@ -16,49 +16,39 @@ pub mod routes;
 pub mod seed;
 pub mod telemetry;
 
-use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path, sync::Arc};
+use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use crate::{
     app::{AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
-    config::{Config, Database},
+    config::{Config, Database, DatabaseConfig, JwtSecret},
+    db::Reads,
     embedded_pg::EmbeddedPostgres,
 };
 
 /// Runs the server until SIGINT or SIGTERM, starting and stopping the embedded
 /// PostgreSQL around it when no `DATABASE_URL` is configured.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    match &config.database {
-        Database::External(url) => {
-            let options: PgConnectOptions =
-                url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
-            let secret = config.jwt_secret.clone().context("JWT_SECRET is required with DATABASE_URL")?;
-            serve(&config, options, secret).await
-        }
-        Database::Embedded => {
-            let secret = match config.jwt_secret.clone() {
-                Some(secret) => secret,
-                None => load_or_create_secret(&config.data_dir)?,
-            };
-            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
-            let served = serve(&config, pg.connect_options(), secret).await;
-            let stopped = pg.stop().await;
-            served.and(stopped)
-        }
-    }
+    let secret = match &config.jwt_secret {
+        JwtSecret::Given(secret) => secret.clone(),
+        JwtSecret::InDataDir => load_or_create_secret(&config.database.data_dir)?,
+    };
+    let database = open_database(&config.database, config.db_max_connections, config.request_timeout).await?;
+    let served = serve(&config, &database, secret).await;
+    let closed = database.close().await;
+    served.and(closed)
 }
 
-async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString) -> anyhow::Result<()> {
-    let (db, reads) = db::open(options.clone(), config.db_max_connections, config.request_timeout).await?;
+async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -> anyhow::Result<()> {
     let deleted_accounts =
-        DeletedAccounts::follow(&options, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
+        DeletedAccounts::follow(&database.options, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
     let state = AppState {
-        db: db.clone(),
-        reads: reads.clone(),
+        db: database.db.clone(),
+        reads: database.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         deleted_accounts,
         hasher: PasswordHasher::new(crate::auth::password::per_core())?,
@@ -71,15 +61,67 @@ async fn serve(config: &Config, options: PgConnectOptions, secret: SecretString)
         .await
         .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let grace = config.request_timeout + std::time::Duration::from_secs(5);
-    serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")?;
-    reads.close().await;
-    // A connection still held by a request abandoned at the end of the grace
-    // period would make `close` wait forever: bound it, the process is exiting.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), db.close()).await.is_err() {
-        tracing::warn!("database connections still in use after 5 s; exiting without waiting for them");
+    let grace = config.request_timeout + Duration::from_secs(5);
+    serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")
+}
+
+/// The configured database, migrated, with its pools open; [`OpenDatabase::close`]
+/// closes them and stops the embedded cluster, if one was started.
+#[derive(Debug)]
+pub struct OpenDatabase {
+    pub db: PgPool,
+    pub reads: Reads,
+    /// How to reach it, for connections of their own (`auth::DeletedAccounts`).
+    pub options: PgConnectOptions,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// Opens the configured database, for the server and `conduit seed` alike: the
+/// server of `DATABASE_URL`, else the embedded cluster, started here; then
+/// [`db::open`] applies the migrations and opens both pools, with at most
+/// `max_connections` connections each and `statement_timeout` on every statement.
+pub async fn open_database(
+    config: &DatabaseConfig,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> anyhow::Result<OpenDatabase> {
+    let (options, embedded): (PgConnectOptions, _) = match &config.source {
+        Database::External(url) => {
+            (url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?, None)
+        }
+        Database::Embedded => {
+            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            (pg.connect_options(), Some(pg))
+        }
+    };
+    match db::open(options.clone(), max_connections, statement_timeout).await {
+        Ok((db, reads)) => Ok(OpenDatabase { db, reads, options, embedded }),
+        Err(err) => {
+            // Leave no cluster running behind a failed start.
+            if let Some(pg) = embedded
+                && let Err(stop) = pg.stop().await
+            {
+                tracing::warn!(error = %stop, "cannot stop the embedded PostgreSQL");
+            }
+            Err(err)
+        }
     }
-    Ok(())
+}
+
+impl OpenDatabase {
+    /// Closes both pools, then stops the embedded cluster, if one was started.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.reads.close().await;
+        // A connection still held by a request abandoned at the end of the grace
+        // period would make `close` wait forever: bound it, the process is exiting.
+        if tokio::time::timeout(Duration::from_secs(5), self.db.close()).await.is_err() {
+            tracing::warn!("database connections still in use after 5 s; exiting without waiting for them");
+        }
+        match self.embedded {
+            Some(pg) => pg.stop().await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Serves `app` until `shutdown` resolves, then stops accepting connections and
@@ -89,7 +131,7 @@ pub async fn serve_until(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
+    grace: Duration,
 ) -> std::io::Result<()> {
     let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {

@@ -59,7 +59,7 @@ async fn seed() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match conduit::seed::config_from_env() {
+    let config = match conduit::config::DatabaseConfig::from_env() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("conduit seed: {err}");

@@ -1,9 +1,10 @@
 //! `conduit seed`: fills an empty database with a large, deterministic data set for
 //! load benchmarks.
 //!
-//! `conduit seed --scale s|l [--seed N]` uses the server's configuration
-//! (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`), applies the
-//! migrations, refuses a database that already has users or tags, then streams every
+//! `conduit seed --scale s|l [--seed N]` opens the server's database as the server
+//! does (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`; see
+//! [`crate::open_database`]), which applies the migrations; it reads no other
+//! setting. It refuses a database that already has users or tags, then streams every
 //! table through `COPY ... FROM STDIN` (text format, a few MB per message), then
 //! compacts the tables and runs `VACUUM (ANALYZE)`: statistics for the planner, and a
 //! visibility map so that index-only scans need no heap fetches, as on a table
@@ -34,15 +35,9 @@ use std::{collections::HashSet, fmt::Write as _, time::Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use secrecy::ExposeSecret as _;
-use sqlx::{Connection as _, PgConnection, postgres::PgConnectOptions};
+use sqlx::{Connection as _, PgConnection, PgPool};
 
-use crate::{
-    auth::PasswordHasher,
-    config::{Config, Database},
-    domain::Password,
-    embedded_pg::EmbeddedPostgres,
-};
+use crate::{auth::PasswordHasher, config::DatabaseConfig, domain::Password};
 
 /// The password of every seeded user.
 pub const PASSWORD: &str = "password123";
@@ -165,51 +160,29 @@ fn parse_scale(value: &str) -> Result<Scale, String> {
     }
 }
 
-/// The server's configuration; the seeder signs no tokens, so a missing
-/// `JWT_SECRET` is not an error here.
-pub fn config_from_env() -> Result<Config, crate::config::ConfigError> {
-    if let Err(err) = dotenvy::dotenv()
-        && !err.not_found()
-    {
-        return Err(crate::config::ConfigError { var: ".env", message: err.to_string() });
-    }
-    const UNUSED_SECRET: &str = "unused-by-conduit-seed-unused-by-conduit-seed";
-    Config::from_lookup(|name| {
-        let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if name == "JWT_SECRET" { value.or_else(|| Some(UNUSED_SECRET.to_owned())) } else { value }
-    })
-}
+/// The longest any one statement may run: at scale L, copying a table or compacting
+/// them all takes minutes; this only stops one that hangs.
+const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Seeds the configured database, starting and stopping the embedded cluster
 /// when there is no `DATABASE_URL`.
-pub async fn run(config: &Config, options: Options) -> anyhow::Result<()> {
-    match &config.database {
-        Database::External(url) => {
-            let connect: PgConnectOptions =
-                url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
-            seed(connect, options).await
-        }
-        Database::Embedded => {
-            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
-            let seeded = seed(pg.connect_options(), options).await;
-            let stopped = pg.stop().await;
-            seeded.and(stopped)
-        }
-    }
+pub async fn run(config: &DatabaseConfig, options: Options) -> anyhow::Result<()> {
+    let database = crate::open_database(config, 1, STATEMENT_TIMEOUT).await?;
+    let seeded = seed(&database.db, options).await;
+    let closed = database.close().await;
+    seeded.and(closed)
 }
 
-async fn seed(connect: PgConnectOptions, options: Options) -> anyhow::Result<()> {
+async fn seed(db: &PgPool, options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut conn = PgConnection::connect_with(&connect).await.context("connecting to PostgreSQL")?;
-    crate::db::MIGRATOR.run(&mut conn).await.context("applying database migrations")?;
+    let mut conn = db.acquire().await.context("connecting to PostgreSQL")?;
     ensure_empty(&mut conn).await?;
     let hash = password_hash().await?;
     let generator = Generator::new(options, Utc::now());
     generator.copy_all(&mut conn, &hash).await?;
     timed("sequences", fix_sequences(&mut conn)).await?;
-    timed("compact", sqlx::query("VACUUM (FULL)").execute(&mut conn)).await?;
-    timed("vacuum", sqlx::query("VACUUM (ANALYZE)").execute(&mut conn)).await?;
-    conn.close().await.ok();
+    timed("compact", sqlx::query("VACUUM (FULL)").execute(&mut *conn)).await?;
+    timed("vacuum", sqlx::query("VACUUM (ANALYZE)").execute(&mut *conn)).await?;
     println!("seeded in {:.1} s; every user's password is {PASSWORD:?}", started.elapsed().as_secs_f64());
     Ok(())
 }

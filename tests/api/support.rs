@@ -1,9 +1,22 @@
 //! The test harness: a fresh database per test, the real router, and helpers to
 //! send requests through it with `oneshot`.
 //!
-//! With `DATABASE_URL` set, each test creates its own database on that server.
-//! Without it, one throwaway PostgreSQL cluster is started from the installed
-//! server binaries for the whole test process, and removed when the process ends.
+//! With `DATABASE_URL` set, the databases are created on that server. Without it,
+//! one throwaway PostgreSQL cluster is started from the installed server binaries
+//! for the whole test process, and removed when the process ends.
+//!
+//! The migrations run once per test process, into a template database; each test's
+//! database is a copy of it (`CREATE DATABASE … TEMPLATE`), which takes a fraction of
+//! the time the migrations do.
+//!
+//! Several test processes may share a server (a developer's run beside CI's), so
+//! every database a process creates is named after a random token of its own:
+//! `conduit_template_<token>` and `conduit_test_<token>_<n>`. A test drops its
+//! database when it ends, but nothing runs when the test process ends, so the
+//! template outlives it (as does the database of a test whose process was killed).
+//! A process therefore keeps one session open for as long as it lives, with the
+//! template's name as its application name, and the next process to start on the
+//! server drops every such database whose session is gone.
 
 use std::{
     sync::{
@@ -37,43 +50,106 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// How long the tests' tokens live.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Where test databases are created: the admin connection of the server.
-static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
+/// Where test databases are created, and what they are copied from.
+#[derive(Debug)]
+struct Server {
+    /// The admin connection: a database that is neither the template nor a test's.
+    admin: PgConnectOptions,
+    /// This process's token, in the name of each database it creates.
+    token: String,
+}
+
+static SERVER: OnceCell<Server> = OnceCell::const_new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-async fn server() -> PgConnectOptions {
+impl Server {
+    fn template(&self) -> String {
+        format!("conduit_template_{}", self.token)
+    }
+}
+
+async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
-            if let Ok(url) = std::env::var("DATABASE_URL") {
-                return url.parse().expect("DATABASE_URL is a valid PostgreSQL URL");
-            }
-            let dir = tempfile::Builder::new().prefix("conduit-test-pg-").tempdir().expect("temp dir").keep();
-            // The cluster may run as the `postgres` user, which must reach the directory.
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-            // The cluster outlives no test process: a watchdog stops it and removes
-            // its directory once this process is gone.
-            let pg = EmbeddedPostgres::start(&dir).await.expect("start a throwaway PostgreSQL");
-            let options = pg.connect_options_for("postgres");
-            let script = format!(
-                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-                 kill -INT \"$(head -n1 '{dir}/pgdata/postmaster.pid')\" 2>/dev/null; \
-                 sleep 3; rm -rf '{dir}'",
-                pid = std::process::id(),
-                dir = dir.display()
-            );
-            #[allow(clippy::zombie_processes, reason = "the watchdog must outlive this process")]
-            let _watchdog = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn the cluster watchdog");
-            std::mem::forget(pg);
-            options
+            let admin = admin().await;
+            let token = format!("{:016x}", getrandom::u64().expect("OS randomness"));
+            let server = Server { admin, token };
+            let template = server.template();
+            // The session that tells other test processes this one is alive: never
+            // closed, it ends with the process.
+            let mut alive = PgConnection::connect_with(&server.admin.clone().application_name(&template))
+                .await
+                .expect("connect to the test server");
+            drop_leftovers(&mut alive).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {template}")))
+                .execute(&mut alive)
+                .await
+                .expect("create the template database");
+            std::mem::forget(alive);
+            // A copy cannot be made while any session is connected to the template:
+            // this one is closed before the first copy (PostgreSQL waits a few
+            // seconds for a backend that is still exiting).
+            let mut conn = PgConnection::connect_with(&server.admin.clone().database(&template))
+                .await
+                .expect("connect to the template database");
+            conduit::db::MIGRATOR.run(&mut conn).await.expect("migrate the template database");
+            conn.close().await.expect("disconnect from the template database");
+            server
         })
         .await
-        .clone()
+}
+
+/// Drops the databases of test processes that are gone: those whose template's
+/// session (see [`server`]) is no longer connected.
+async fn drop_leftovers(conn: &mut PgConnection) {
+    let leftovers: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database
+         WHERE datname ~ '^conduit_(template|test)_[0-9a-f]{16}(_[0-9]+)?$'
+           AND 'conduit_template_' || substring(datname FROM '[0-9a-f]{16}') NOT IN (
+               SELECT application_name FROM pg_stat_activity WHERE application_name IS NOT NULL)",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("list the databases of earlier test runs");
+    for name in leftovers {
+        // Another process may be dropping it at the same time.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut *conn)
+            .await
+            .ok();
+    }
+}
+
+/// The admin connection to the server of `DATABASE_URL`, or else to a throwaway
+/// cluster started for this process.
+async fn admin() -> PgConnectOptions {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url.parse().expect("DATABASE_URL is a valid PostgreSQL URL");
+    }
+    let dir = tempfile::Builder::new().prefix("conduit-test-pg-").tempdir().expect("temp dir").keep();
+    // The cluster may run as the `postgres` user, which must reach the directory.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    // The cluster outlives no test process: a watchdog stops it and removes
+    // its directory once this process is gone.
+    let pg = EmbeddedPostgres::start(&dir).await.expect("start a throwaway PostgreSQL");
+    let options = pg.connect_options_for("postgres");
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         kill -INT \"$(head -n1 '{dir}/pgdata/postmaster.pid')\" 2>/dev/null; \
+         sleep 3; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    #[allow(clippy::zombie_processes, reason = "the watchdog must outlive this process")]
+    let _watchdog = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the cluster watchdog");
+    std::mem::forget(pg);
+    options
 }
 
 /// One test's application, on its own database, dropped when the test ends.
@@ -97,10 +173,11 @@ impl TestApp {
     }
 
     pub async fn with_options(options: HttpOptions) -> Self {
-        let admin = server().await;
-        let name = format!("conduit_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let server = server().await;
+        let admin = server.admin.clone();
+        let name = format!("conduit_test_{}_{}", server.token, COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut conn = PgConnection::connect_with(&admin).await.expect("connect to the test server");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {}", server.template())))
             .execute(&mut conn)
             .await
             .expect("create test database");
