@@ -113,8 +113,8 @@ pub async fn get_by_id(db: impl PgExecutor<'_>, id: i64, viewer: Option<i64>) ->
 
 /// A list statement: the CTEs (`$with`, SQL text, defining at least `page`: the
 /// ids and creation times of the page, newest first) and the expression `total`
-/// are the caller's; the projection, whose columns [`ListedArticle`] reads by
-/// name, is shared. Every statement binds `$1` viewer, `$2` limit, `$3` offset,
+/// are the caller's; the projection is shared: the columns of the `LATERAL`
+/// subquery, which [`ListedArticle`] reads by name. Every statement binds `$1` viewer, `$2` limit, `$3` offset,
 /// then its filters from `$4`.
 ///
 /// `following` is the SQL of the page's authors' `following` flag: the
@@ -141,18 +141,16 @@ macro_rules! list_statement {
     (following: $following:literal, $with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
         list_statement!(@text [
             "WITH ", $with, ", total AS (SELECT (", $total, ") AS n) ",
-            r#"SELECT COALESCE(c.n, 0) AS total,
-                      x.slug, x.title, x.description, x.tag_list, x.created_at, x.updated_at,
-                      x.favorited, x.favorites_count,
-                      x.username AS author_username, x.bio AS author_bio, x.image AS author_image,
-                      x.following AS author_following
+            r#"SELECT COALESCE(c.n, 0) AS total, x.*
                FROM total c
                LEFT JOIN page p ON true
                LEFT JOIN LATERAL (
                    SELECT a.slug, a.title, a.description, a.tag_list, a.created_at, a.updated_at,
                           $1::bigint IS NOT NULL AND EXISTS (
                               SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = $1) AS favorited,
-                          a.favorites_count, u.username, u.bio, u.image, "#, $following, r#" AS following
+                          a.favorites_count,
+                          u.username AS author_username, u.bio AS author_bio, u.image AS author_image,
+                          "#, $following, r#" AS author_following
                    FROM articles a JOIN users u ON u.id = a.author_id
                    WHERE a.id = p.id
                    OFFSET 0
