@@ -1,9 +1,9 @@
 //! Articles and favorites.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow as _, PgExecutor, Row as _, ValueRef as _, postgres::PgRow};
+use sqlx::{PgExecutor, Row as _, ValueRef as _, postgres::PgRow};
 
-use super::Error;
+use super::{Error, borrowed::borrowed_row};
 
 /// An article as a viewer sees it, with its author's profile flattened in.
 #[derive(Debug, Clone)]
@@ -35,35 +35,36 @@ pub struct ArticlePage {
     pub total: i64,
 }
 
-/// An article of a page, as the viewer sees it, borrowed from its row. Its
-/// fields are read by name, each checked against the column's type.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ListedArticle<'r> {
-    pub slug: &'r str,
-    pub title: &'r str,
-    pub description: &'r str,
-    pub tag_list: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub favorited: bool,
-    pub favorites_count: i64,
-    pub author_username: &'r str,
-    pub author_bio: &'r str,
-    pub author_image: &'r str,
-    pub author_following: bool,
+borrowed_row! {
+    /// An article of a page, as the viewer sees it, borrowed from its row: each
+    /// field is the column of the same name (see [`super::borrowed`]).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ListedArticle<'r> {
+        pub slug: &'r str,
+        pub title: &'r str,
+        pub description: &'r str,
+        pub tag_list: Vec<String>,
+        pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
+        pub favorited: bool,
+        pub favorites_count: i64,
+        pub author_username: &'r str,
+        pub author_bio: &'r str,
+        pub author_image: &'r str,
+        pub author_following: bool,
+    }
 }
 
 impl ArticlePage {
     /// The articles, newest first.
     pub fn articles(&self) -> Result<Vec<ListedArticle<'_>>, Error> {
-        let mut articles = Vec::with_capacity(self.rows.len());
-        for row in &self.rows {
-            if row.try_get_raw("slug")?.is_null() {
-                continue; // the total's row of an empty page
-            }
-            articles.push(ListedArticle::from_row(row)?);
+        let Some(first) = self.rows.first() else { return Ok(Vec::new()) };
+        if self.rows.len() == 1 && first.try_get_raw("slug")?.is_null() {
+            return Ok(Vec::new()); // the total's row of an empty page
         }
-        Ok(articles)
+        let columns = ListedArticle::columns(first)?;
+        let articles = self.rows.iter().map(|row| ListedArticle::read(row, &columns));
+        Ok(articles.collect::<Result<_, _>>()?)
     }
 }
 

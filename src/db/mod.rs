@@ -7,6 +7,7 @@
 //! that say what happened in the API's terms.
 
 pub mod articles;
+mod borrowed;
 pub mod comments;
 pub mod profiles;
 mod reads;

@@ -1115,3 +1115,23 @@ async fn an_empty_limit_or_offset_is_422() {
         assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {}", response.text);
     }
 }
+
+#[tokio::test]
+async fn a_listed_article_is_read_by_column_name_and_refuses_a_column_of_another_type() {
+    let app = TestApp::new().await;
+    let row = |title: &str| {
+        format!(
+            "SELECT false AS author_following, '' AS author_image, 'b' AS author_bio, 'u' AS author_username,
+                    2::bigint AS favorites_count, true AS favorited, now() AS updated_at, now() AS created_at,
+                    ARRAY['t']::text[] AS tag_list, 'd' AS description, {title} AS title, 's' AS slug"
+        )
+    };
+    let text = sqlx::query(sqlx::AssertSqlSafe(row("'T'"))).fetch_one(&app.db).await.expect("a row");
+    let columns = conduit::db::articles::ListedArticle::columns(&text).expect("every column, of the field's type");
+    let article = conduit::db::articles::ListedArticle::read(&text, &columns).expect("read");
+    assert_eq!((article.slug, article.title, article.author_bio, article.favorites_count), ("s", "T", "b", 2));
+
+    let number = sqlx::query(sqlx::AssertSqlSafe(row("42"))).fetch_one(&app.db).await.expect("a row");
+    let err = conduit::db::articles::ListedArticle::columns(&number).expect_err("title is not text");
+    assert!(err.to_string().contains("title"), "{err}");
+}
