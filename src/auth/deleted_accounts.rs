@@ -14,9 +14,11 @@
 //! older one's tokens have all expired.
 //!
 //! Between a deletion's commit and its notification's arrival (a few
-//! milliseconds), a token of the deleted account still passes; a write it makes
-//! then fails on a foreign key, which the database layer reports as
-//! `db::Error::CallerGone`, answered as the same `401`.
+//! milliseconds), a token of the deleted account still passes. A write that
+//! would insert a row naming the account then fails on a foreign key, which the
+//! database layer reports as `db::Error::CallerGone`, answered as the same `401`;
+//! one that only removes rows (unfollow, unfavorite, delete) finds none of the
+//! account's left, as they went with it, and is answered as for anyone else.
 
 use std::{
     collections::HashSet,
@@ -28,6 +30,7 @@ use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
 };
+use tokio::sync::Notify;
 
 /// The channel the migration's trigger notifies, with the account's id as payload.
 const CHANNEL: &str = "deleted_accounts";
@@ -35,7 +38,19 @@ const CHANNEL: &str = "deleted_accounts";
 /// How long to wait before subscribing again after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-type Ids = RwLock<HashSet<i64>>;
+/// The set, and what tells its task that the last handle is gone.
+#[derive(Debug, Default)]
+struct Ids {
+    ids: RwLock<HashSet<i64>>,
+    dropped: Arc<Notify>,
+}
+
+impl Drop for Ids {
+    fn drop(&mut self) {
+        // A permit is kept if the task is not waiting at this moment.
+        self.dropped.notify_one();
+    }
+}
 
 /// The ids of deleted accounts; cheap to clone, shared by every request.
 #[derive(Debug, Clone, Default)]
@@ -44,11 +59,12 @@ pub struct DeletedAccounts(Arc<Ids>);
 impl DeletedAccounts {
     /// Whether the account `user_id` has been deleted.
     pub fn contains(&self, user_id: i64) -> bool {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).contains(&user_id)
+        self.0.ids.read().unwrap_or_else(PoisonError::into_inner).contains(&user_id)
     }
 
     /// The set as the database at `options` has it now, kept current by a task
-    /// until the last clone of the set is dropped. The task has a connection of
+    /// until the last clone of the set is dropped, which also closes its
+    /// connection. The task has a connection of
     /// its own, outside the server's pools, so that it takes no slot from them.
     /// `token_lifetime` bounds which deletions matter.
     pub async fn follow(options: &PgConnectOptions, token_lifetime: Duration) -> Result<Self, sqlx::Error> {
@@ -58,7 +74,14 @@ impl DeletedAccounts {
             .connect_lazy_with(options.clone().application_name("conduit-listener"));
         let accounts = Self::default();
         let listener = subscribe(&accounts.0, &pool, token_lifetime).await?;
-        tokio::spawn(keep_current(Arc::downgrade(&accounts.0), listener, pool, token_lifetime));
+        let (ids, dropped) = (Arc::downgrade(&accounts.0), accounts.0.dropped.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = keep_current(ids, listener, &pool, token_lifetime) => {}
+                () = dropped.notified() => {}
+            }
+            pool.close().await;
+        });
         Ok(accounts)
     }
 }
@@ -80,14 +103,13 @@ async fn reload(ids: &Ids, listener: &mut PgListener, token_lifetime: Duration) 
     )
     .fetch_all(listener)
     .await?;
-    ids.write().unwrap_or_else(PoisonError::into_inner).extend(deleted);
+    ids.ids.write().unwrap_or_else(PoisonError::into_inner).extend(deleted);
     Ok(())
 }
 
 /// Adds each notified id; after a lost connection (the listener reconnects and
-/// listens again by itself) or a failure, reads the table again. Ends once the
-/// set is no longer used.
-async fn keep_current(ids: Weak<Ids>, mut listener: PgListener, pool: PgPool, token_lifetime: Duration) {
+/// listens again by itself) or a failure, reads the table again.
+async fn keep_current(ids: Weak<Ids>, mut listener: PgListener, pool: &PgPool, token_lifetime: Duration) {
     loop {
         let received = listener.try_recv().await;
         let Some(current) = ids.upgrade() else { return };
@@ -95,7 +117,7 @@ async fn keep_current(ids: Weak<Ids>, mut listener: PgListener, pool: PgPool, to
             Ok(Some(notification)) => {
                 match notification.payload().parse() {
                     Ok(id) => {
-                        current.write().unwrap_or_else(PoisonError::into_inner).insert(id);
+                        current.ids.write().unwrap_or_else(PoisonError::into_inner).insert(id);
                     }
                     Err(_) => tracing::warn!(payload = notification.payload(), "not an account id on {CHANNEL}"),
                 }
@@ -107,7 +129,9 @@ async fn keep_current(ids: Weak<Ids>, mut listener: PgListener, pool: PgPool, to
         drop(current);
         if let Err(err) = outcome {
             tracing::warn!(error = %err, "the {CHANNEL} subscription failed; subscribing again");
-            let Some(renewed) = resubscribe(&ids, &pool, token_lifetime).await else { return };
+            // It holds the pool's one connection, which the new one needs.
+            drop(listener);
+            let Some(renewed) = resubscribe(&ids, pool, token_lifetime).await else { return };
             listener = renewed;
         }
     }

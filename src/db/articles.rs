@@ -26,8 +26,9 @@ pub struct ArticleRow {
 /// One page of a list as PostgreSQL sent it, and the number of all matches.
 ///
 /// The rows are kept whole and [`ArticlePage::articles`] borrows the articles'
-/// text from them: a page's strings are copied once, into the response, rather
-/// than first into a `String` each (a hundred or more allocations a page).
+/// text fields from them: those are copied once, into the response, rather than
+/// first into a `String` each (a hundred allocations a page). The tag lists are
+/// sqlx's `Vec<String>` (docs/performance-notes.md says why).
 #[derive(Debug)]
 pub struct ArticlePage {
     /// The page's rows; without articles, the one row of the total.
@@ -129,8 +130,11 @@ pub async fn get_by_id(db: impl PgExecutor<'_>, id: i64, viewer: Option<i64>) ->
 ///
 /// The rows are kept to be borrowed from, which `query!` cannot do (it decodes
 /// each into owned values): the statement runs through `sqlx::query`, and a
-/// `query!` on the same text and arguments, never run, checks it against the
-/// schema at compile time.
+/// `query!` on the same text and arguments, never run, checks its SQL and
+/// parameters against the schema at compile time. The columns [`ListedArticle`]
+/// reads are checked, by name and type, on each page's first row; the API test
+/// `a_listed_article_is_the_single_article_without_its_body_in_every_list` runs
+/// every list statement.
 macro_rules! list_statement {
     ($with:literal, $total:literal, $($arg:expr),+ $(,)?) => {
         list_statement!(

@@ -228,17 +228,18 @@ async fn a_token_of_a_deleted_user_reads_every_public_read_as_anonymous_with_a_r
     app.delete_account("bob").await;
 
     let reads = [
-        "/api/articles".to_owned(),
-        format!("/api/articles/{slug}"),
-        format!("/api/articles/{slug}/comments"),
-        "/api/profiles/jake".to_owned(),
-        "/api/tags".to_owned(),
+        ("/api/articles".to_owned(), StatusCode::OK),
+        (format!("/api/articles/{slug}"), StatusCode::OK),
+        (format!("/api/articles/{slug}/comments"), StatusCode::OK),
+        ("/api/profiles/jake".to_owned(), StatusCode::OK),
+        ("/api/tags".to_owned(), StatusCode::OK),
         // Not found is answered alike: the token is refused before any statement runs.
-        "/api/articles/no-such-article".to_owned(),
-        "/api/profiles/nobody".to_owned(),
+        ("/api/articles/no-such-article".to_owned(), StatusCode::NOT_FOUND),
+        ("/api/profiles/nobody".to_owned(), StatusCode::NOT_FOUND),
     ];
-    for uri in &reads {
+    for (uri, status) in &reads {
         let anonymous = app.get(uri, None).await;
+        assert_eq!(anonymous.status, *status, "{uri}: {}", anonymous.text);
         let response = app.get(uri, Some(&bob)).await;
         assert_read_as_anonymous_with_challenge(uri, &response, &anonymous, "has been revoked");
     }
@@ -394,4 +395,30 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
 fn user_id_of_token(token: &str) -> i64 {
     let keys = JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME);
     keys.verify(token).expect("a valid token")
+}
+
+#[tokio::test]
+async fn a_dropped_set_of_deleted_accounts_closes_its_connection() {
+    let app = TestApp::new().await;
+    let listening = || async {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'conduit-listener'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .expect("count the listeners");
+        count
+    };
+    let wait_for = |expected: i64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while listening().await != expected {
+            assert!(tokio::time::Instant::now() < deadline, "never {expected} listening connections");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(1).await; // the router's
+    let other = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    wait_for(2).await;
+    drop(other);
+    wait_for(1).await;
 }

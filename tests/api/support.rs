@@ -267,7 +267,6 @@ impl TestApp {
         response.body["article"]["slug"].as_str().expect("slug").to_owned()
     }
 
-    /// Number of rows in `table` (to check that nothing was half-written).
     /// Deletes `username`'s account, as an operator would, and waits until the
     /// router's authentication path has heard of it.
     pub async fn delete_account(&self, username: &str) {
@@ -279,6 +278,7 @@ impl TestApp {
         wait_until_deleted(&self.deleted_accounts, id).await;
     }
 
+    /// Number of rows in `table` (to check that nothing was half-written).
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.db)
