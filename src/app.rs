@@ -52,7 +52,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, FromRef)]
 pub struct AppState {
     /// Writes, and anything that is not a one-statement read.
-    pub db: PgPool,
+    pub writes: PgPool,
     /// One-statement reads.
     pub reads: Reads,
     pub jwt: Arc<JwtKeys>,

@@ -47,7 +47,7 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
     let deleted_accounts =
         DeletedAccounts::follow(&database.options, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
     let state = AppState {
-        db: database.db.clone(),
+        writes: database.writes.clone(),
         reads: database.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         deleted_accounts,
@@ -69,7 +69,7 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
 /// closes them and stops the embedded cluster, if one was started.
 #[derive(Debug)]
 pub struct OpenDatabase {
-    pub db: PgPool,
+    pub writes: PgPool,
     pub reads: Reads,
     /// How to reach it, for connections of their own (`auth::DeletedAccounts`).
     pub options: PgConnectOptions,
@@ -95,7 +95,7 @@ pub async fn open_database(
         }
     };
     match db::open(options.clone(), max_connections, statement_timeout).await {
-        Ok((db, reads)) => Ok(OpenDatabase { db, reads, options, embedded }),
+        Ok((writes, reads)) => Ok(OpenDatabase { writes, reads, options, embedded }),
         Err(err) => {
             // Leave no cluster running behind a failed start.
             if let Some(pg) = embedded
@@ -114,7 +114,7 @@ impl OpenDatabase {
         self.reads.close().await;
         // A connection still held by a request abandoned at the end of the grace
         // period would make `close` wait forever: bound it, the process is exiting.
-        if tokio::time::timeout(Duration::from_secs(5), self.db.close()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.writes.close()).await.is_err() {
             tracing::warn!("database connections still in use after 5 s; exiting without waiting for them");
         }
         match self.embedded {

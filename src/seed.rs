@@ -168,7 +168,7 @@ const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(36
 /// when there is no `DATABASE_URL`.
 pub async fn run(config: &DatabaseConfig, options: Options) -> anyhow::Result<()> {
     let database = crate::open_database(config, 1, STATEMENT_TIMEOUT).await?;
-    let seeded = seed(&database.db, options).await;
+    let seeded = seed(&database.writes, options).await;
     let closed = database.close().await;
     seeded.and(closed)
 }

@@ -339,7 +339,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ArticleResponse>)> {
     let domain::NewArticle { title, description, body, tags } = new.try_into()?;
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.writes.begin().await?;
     let base = Slug::from_title(title.as_str());
     let (title, description, body) = (title.as_str(), description.as_str(), body.as_str());
     let mut inserted = None;
@@ -382,7 +382,7 @@ pub async fn update(
 ) -> Result<Json<ArticleResponse>> {
     let domain::ArticleChanges { title, description, body, tags } = changes.try_into()?;
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.writes.begin().await?;
     let article = db::articles::lock_for_update(&mut *tx, &slug).await?.ok_or(Error::NotFound("article"))?;
     if article.author_id != user.id {
         return Err(Error::Forbidden("article"));
@@ -475,9 +475,9 @@ pub async fn favorite(
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    let id = db::articles::favorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
+    let id = db::articles::favorite(&state.writes, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
     // By id: the article may have been renamed since.
-    article_response(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
+    article_response(db::articles::get_by_id(&state.writes, id, Some(user.id)).await?)
 }
 
 /// Unfavorite an article; idempotent.
@@ -496,8 +496,8 @@ pub async fn unfavorite(
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
-    let id = db::articles::unfavorite(&state.db, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
-    article_response(db::articles::get_by_id(&state.db, id, Some(user.id)).await?)
+    let id = db::articles::unfavorite(&state.writes, &slug, user.id).await?.ok_or(Error::NotFound("article"))?;
+    article_response(db::articles::get_by_id(&state.writes, id, Some(user.id)).await?)
 }
 
 #[cfg(test)]

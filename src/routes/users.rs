@@ -171,7 +171,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<UserResponse>)> {
     let domain::NewUser { username, email, password } = new.try_into()?;
     let hash = state.hasher.hash(&password).await?;
-    let row = db::users::insert(&state.db, username.as_str(), email.as_str(), &hash).await?;
+    let row = db::users::insert(&state.writes, username.as_str(), email.as_str(), &hash).await?;
     let token = state.jwt.sign(row.id)?;
     tracing::info!(user_id = row.id, "user registered");
     Ok((StatusCode::CREATED, respond(row, token)))
@@ -196,7 +196,7 @@ pub async fn login(
 ) -> Result<Json<UserResponse>> {
     let domain::Credentials { email, password } = (&login).try_into()?;
     // An email PostgreSQL cannot even store matches no account.
-    let found = if email.contains('\0') { None } else { db::users::credentials_by_email(&state.db, email).await? };
+    let found = if email.contains('\0') { None } else { db::users::credentials_by_email(&state.writes, email).await? };
     let Some(found) = found else {
         state.hasher.verify_dummy(password).await?;
         return Err(Error::InvalidCredentials);
@@ -249,7 +249,7 @@ pub async fn update(
         None => None,
     };
     let row = db::users::update(
-        &state.db,
+        &state.writes,
         user.id,
         &db::users::Changes {
             username: username.as_ref().map(Username::as_str),

@@ -362,7 +362,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
     let slug = app.create_article(&bob, "Anns article", &[]).await;
     // A router whose authentication path knows of no deletion.
     let state = AppState {
-        db: app.db.clone(),
+        writes: app.db.clone(),
         reads: app.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
         deleted_accounts: DeletedAccounts::default(),

@@ -221,7 +221,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         .await
         .expect("follow deleted accounts");
     let state = conduit::app::AppState {
-        db: db.clone(),
+        writes: db.clone(),
         reads,
         jwt,
         deleted_accounts,

@@ -189,7 +189,7 @@ impl TestApp {
         let deleted_accounts =
             DeletedAccounts::follow(&options_db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
         let state = AppState {
-            db: db.clone(),
+            writes: db.clone(),
             reads: reads.clone(),
             jwt,
             deleted_accounts: deleted_accounts.clone(),
