@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod edge;
 pub mod embedded_pg;
 pub mod error;
 pub mod extract;

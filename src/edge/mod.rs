@@ -1,0 +1,2 @@
+//! The service's edge: what stands between the network and the routes (the
+//! client's address, rate limits, security headers, connection limits).
