@@ -56,7 +56,11 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
     };
     let app = app::router(
         state,
-        &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },
+        &HttpOptions {
+            cors_origins: config.cors_origins.clone(),
+            request_timeout: config.request_timeout,
+            hsts: config.hsts_max_age,
+        },
     );
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await

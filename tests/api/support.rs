@@ -34,7 +34,6 @@ use axum::{
 use conduit::{
     app::{self, AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
-    config::CorsOrigins,
     db::Reads,
     embedded_pg::EmbeddedPostgres,
 };
@@ -168,8 +167,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> Self {
-        Self::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) })
-            .await
+        Self::with_options(HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() }).await
     }
 
     pub async fn with_options(options: HttpOptions) -> Self {
