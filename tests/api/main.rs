@@ -6,6 +6,7 @@ mod comments;
 mod contract;
 mod headers;
 mod http;
+mod memory;
 mod openapi;
 mod process;
 mod profiles;
