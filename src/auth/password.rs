@@ -348,6 +348,17 @@ mod tests {
         hasher.run(|_| Ok(())).await.expect("a place is free again");
     }
 
+    #[test]
+    fn the_queue_bound_is_per_core_by_default_and_a_bad_value_names_its_variable() {
+        let unset = queue_limit_from_lookup(&|_: &str| None).expect("default");
+        assert_eq!(unset, per_core() * QUEUE_PER_CORE);
+        assert_eq!(queue_limit_from_lookup(&|_: &str| Some(" 0 ".to_owned())).expect("no queue at all"), 0);
+        for bad in ["-1", "many", "100001"] {
+            let err = queue_limit_from_lookup(&|_: &str| Some(bad.to_owned())).expect_err(bad);
+            assert_eq!(err.var, "PASSWORD_HASH_QUEUE");
+        }
+    }
+
     #[tokio::test]
     async fn hashing_the_same_password_twice_uses_different_salts() {
         let hasher = PasswordHasher::new(1).expect("hasher");

@@ -223,6 +223,10 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         }
     }
     assert!(answered_503 >= 1.0, "nothing was shed");
+    eprintln!(
+        "a correct login answered {} in {waited:?} (one login alone: {one_login:?}); {answered_503} of {FLOOD} bad logins shed",
+        answer.status()
+    );
     let shed_after = shed(&handle.render());
     assert!(shed_after - shed_before >= answered_503, "{answered_503} shed, counted {shed_before} then {shed_after}");
 }
