@@ -230,3 +230,85 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
     let shed_after = shed(&handle.render());
     assert!(shed_after - shed_before >= answered_503, "{answered_503} shed, counted {shed_before} then {shed_after}");
 }
+
+/// The binary, as an operator runs it, on this test's database.
+fn conduit(app: &TestApp, vars: &[(&str, &str)]) -> std::process::Command {
+    let options = &app.options;
+    let host = options.get_host();
+    let url = if host.starts_with('/') {
+        format!("postgres://{}@/{}?host={host}&port={}", options.get_username(), app_database(app), options.get_port())
+    } else {
+        format!("postgres://{}@{host}:{}/{}", options.get_username(), options.get_port(), app_database(app))
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_conduit"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("JWT_SECRET", JWT_SECRET)
+        .envs(vars.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn app_database(app: &TestApp) -> String {
+    app.options.get_database().expect("the test's database").to_owned()
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+/// Polls `condition` every 100 ms until it holds, for at most `within`.
+async fn wait_for(within: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_metrics_on_metrics_addr_only_and_stops_them_with_itself() {
+    use crate::server::http;
+    let app = TestApp::new().await;
+    let (api, metrics) = (free_addr(), free_addr());
+    let (api_var, metrics_var) = (api.to_string(), metrics.to_string());
+    let mut server = conduit(&app, &[("BIND_ADDR", &api_var), ("METRICS_ADDR", &metrics_var)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start conduit");
+    wait_for(Duration::from_secs(60), "ready", async || {
+        assert!(server.try_wait().expect("poll").is_none(), "conduit exited during start-up");
+        tokio::net::TcpStream::connect(api).await.is_ok() && http(api, "GET", "/health/ready", "").await.0 == 200
+    })
+    .await;
+
+    assert_eq!(http(api, "GET", "/api/tags", "").await.0, 200);
+    let (status, body) = http(metrics, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("conduit_build_info{"), "{body}");
+    assert!(body.contains(r#"route="/api/tags""#), "{body}");
+    assert_eq!(http(api, "GET", "/metrics", "").await.0, 404, "the API port does not serve metrics");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id().try_into().expect("pid")), nix::sys::signal::SIGTERM)
+        .expect("SIGTERM");
+    wait_for(Duration::from_secs(30), "exit after SIGTERM", async || server.try_wait().expect("poll").is_some()).await;
+    assert!(tokio::net::TcpStream::connect(metrics).await.is_err(), "the metrics listener stopped with the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_addr_that_cannot_be_had_stops_start_up_naming_it() {
+    let app = TestApp::new().await;
+    let bad = conduit(&app, &[("METRICS_ADDR", "localhost:metrics")]).output().expect("run conduit");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("METRICS_ADDR"));
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (api, metrics) = (free_addr().to_string(), taken.local_addr().expect("addr").to_string());
+    let refused = conduit(&app, &[("BIND_ADDR", &api), ("METRICS_ADDR", &metrics)]).output().expect("run conduit");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("METRICS_ADDR") && stderr.contains(&metrics), "{stderr}");
+}

@@ -103,11 +103,12 @@ impl RouteSeries {
     fn record(&self, method: usize, status: u16, started: Instant) {
         let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
         let series = self.slots[method * CLASSES.len() + class].get_or_init(|| {
-            let labels = [("method", METHODS[method]), ("status", CLASSES[class])];
             let labels = || {
-                let mut all = vec![::metrics::Label::new("route", self.route.clone())];
-                all.extend(labels.iter().map(|(k, v)| ::metrics::Label::new(*k, *v)));
-                all
+                vec![
+                    ::metrics::Label::new("method", METHODS[method]),
+                    ::metrics::Label::new("route", self.route.clone()),
+                    ::metrics::Label::new("status", CLASSES[class]),
+                ]
             };
             Series { requests: counter!(HTTP_REQUESTS, labels()), duration: histogram!(HTTP_DURATION, labels()) }
         });
