@@ -18,7 +18,6 @@ use axum::{
 use conduit::{
     app::{self, AppState, HttpOptions},
     auth::{JwtKeys, PasswordHasher},
-    config::CorsOrigins,
     telemetry::metrics::{self, Exporter, Pools},
 };
 use secrecy::SecretString;
@@ -173,7 +172,7 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         deleted_accounts: app.deleted_accounts.clone(),
         hasher: hasher.clone(),
     };
-    let options = HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(120) };
+    let options = HttpOptions { request_timeout: Duration::from_secs(120), ..HttpOptions::default() };
     let router = app::router(state, &options);
 
     // What one login costs here, alone (a debug build hashes slowly).
