@@ -31,6 +31,7 @@ pub use http::HttpMetricsLayer;
 
 use crate::{app::AppState, config::ConfigError, db::Reads};
 
+// The series' names; docs/ops-metrics.md says what each one counts.
 pub const HTTP_REQUESTS: &str = "conduit_http_requests_total";
 pub const HTTP_DURATION: &str = "conduit_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "conduit_http_requests_in_flight";
