@@ -134,6 +134,8 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        // Outside the limits, error bodies and the timeout: their answers are counted too.
+        .layer(crate::telemetry::metrics::HttpMetricsLayer::new())
         // Outside the error and timeout layers, so browsers can read those answers too.
         .layer(cors(&options.cors_origins))
         .map_response(error_bodies)

@@ -67,6 +67,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `HSTS_MAX_AGE`: `Strict-Transport-Security` on every response when set.
     pub hsts_max_age: Option<Duration>,
+    /// Where `/metrics` is served (`METRICS_ADDR`).
+    pub metrics: crate::telemetry::metrics::MetricsConfig,
+    /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
+    pub password_hash_queue: usize,
 }
 
 /// A bad configuration value, naming its variable.
@@ -112,8 +116,10 @@ impl Config {
 
     /// Builds the configuration from any variable source (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let metrics = crate::telemetry::metrics::MetricsConfig::from_lookup(&lookup)?;
         let get = non_empty(lookup);
         let database = DatabaseConfig::from_lookup(&get)?;
+        let password_hash_queue = crate::auth::password::queue_limit_from_lookup(&get)?;
 
         let jwt_secret = match (get("JWT_SECRET").map(SecretString::from), &database.source) {
             (Some(secret), _) if secret_len(&secret) < crate::auth::jwt::MIN_SECRET_BYTES => {
@@ -189,6 +195,8 @@ impl Config {
             log_filter,
             request_timeout,
             hsts_max_age,
+            metrics,
+            password_hash_queue,
         })
     }
 }

@@ -88,6 +88,10 @@ pub enum Error {
     /// (or the database does not answer); a retry may succeed.
     #[error("no database connection in time")]
     Unavailable,
+    /// 503 with `Retry-After`: more work waits than the server takes on (the
+    /// password hashes' queue is full); shed at once rather than queued.
+    #[error("overloaded; shed")]
+    Overloaded,
     /// 503: the request took longer than `REQUEST_TIMEOUT_SECONDS` and was
     /// abandoned. Not 408, which says the client was too slow to send its
     /// request and invites it to send it again (RFC 9110, 15.5.9): a write that
@@ -113,7 +117,7 @@ impl Error {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Request { status, .. } => *status,
-            Self::Unavailable | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TimedOut | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,7 +135,7 @@ impl Error {
             Self::NotFound(what) => ValidationErrors::single(what, "not found"),
             Self::Validation(errors) | Self::Conflict(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
-            Self::Unavailable => ValidationErrors::single("server", "busy, please try again later"),
+            Self::Unavailable | Self::Overloaded => ValidationErrors::single("server", "busy, please try again later"),
             Self::TimedOut => ValidationErrors::single("server", "took too long, please try again later"),
             Self::Database(_) | Self::Internal(_) => {
                 ValidationErrors::single("server", "internal error, please try again later")
@@ -159,6 +163,15 @@ impl From<sqlx::Error> for Error {
             // (see `db::open`), or an operator cancelled it.
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Self::TimedOut,
             _ => Self::Database(err),
+        }
+    }
+}
+
+impl From<crate::auth::password::HashError> for Error {
+    fn from(err: crate::auth::password::HashError) -> Self {
+        match err {
+            crate::auth::password::HashError::Shed => Self::Overloaded,
+            crate::auth::password::HashError::Failed(err) => Self::Internal(err),
         }
     }
 }
@@ -205,6 +218,10 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut response = (status, Json(ErrorBody { errors: self.body() })).into_response();
+        if matches!(self, Self::Overloaded) {
+            // The queue it met drains in about a second (see `auth::password`).
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
         let challenge = match self {
             Self::Unauthorized(problem) => Some(problem.challenge()),
             // Wrong credentials are not a token problem, but the status still

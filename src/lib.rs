@@ -52,8 +52,10 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         reads: database.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         deleted_accounts,
-        hasher: PasswordHasher::new(crate::auth::password::per_core())?,
+        hasher: PasswordHasher::with_queue(crate::auth::password::per_core(), config.password_hash_queue)?,
     };
+    // Before the router: its metrics layer takes its handles from the recorder. Stops when dropped.
+    let _metrics = telemetry::metrics::Exporter::start(&config.metrics, &state).await?;
     let app = app::router(
         state,
         &HttpOptions {

@@ -197,7 +197,7 @@ async fn ensure_empty(conn: &mut PgConnection) -> anyhow::Result<()> {
 
 async fn password_hash() -> anyhow::Result<String> {
     let password = Password::parse(PASSWORD).map_err(|err| anyhow::anyhow!("seed password {err}"))?;
-    PasswordHasher::new(1)?.hash(&password).await
+    Ok(PasswordHasher::new(1)?.hash(&password).await?)
 }
 
 /// Moves every identity sequence past the ids the seeder wrote.

@@ -14,7 +14,7 @@ mod reads;
 pub mod tags;
 pub mod users;
 
-pub use reads::Reads;
+pub use reads::{PoolStats, Reads};
 
 /// What a statement can run into that a caller must tell apart; anything else
 /// is [`Error::Sql`].
@@ -57,6 +57,7 @@ pub enum Resource {
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         let Some(db) = err.as_database_error() else { return Self::Sql(err) };
+        count_refusal(db.code().as_deref());
         if db.code().as_deref() == Some("22021") {
             return Self::NulInText;
         }
@@ -80,6 +81,18 @@ impl From<sqlx::Error> for Error {
             _ => Self::Sql(err),
         }
     }
+}
+
+/// Counts a statement PostgreSQL refused in `conduit_db_statement_errors_total`,
+/// by SQLSTATE class: the code's first two characters (`23` integrity, `57`
+/// operator intervention, ...), a bounded set. Every refusal a statement meets
+/// is classified in [`Error::from`], so this is the one place that counts.
+fn count_refusal(code: Option<&str>) {
+    let class = match code.and_then(|code| code.get(..2)) {
+        Some(class) if class.bytes().all(|b| b.is_ascii_alphanumeric()) => class.to_ascii_uppercase(),
+        _ => "other".to_owned(),
+    };
+    metrics::counter!(crate::telemetry::metrics::STATEMENT_ERRORS, "sqlstate_class" => class).increment(1);
 }
 
 use std::time::Duration;

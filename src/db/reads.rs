@@ -29,7 +29,10 @@
 
 use std::{
     ops::{Deref, DerefMut},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -70,6 +73,10 @@ struct Inner {
     options: PgConnectOptions,
     /// One permit per connection that may be open; a lease holds one.
     permits: Arc<Semaphore>,
+    /// How many permits there are (the semaphore says only how many are free).
+    max_connections: usize,
+    /// Reads waiting for a permit, for the metrics ([`Reads::stats`]).
+    waiting: AtomicUsize,
     /// Connections between reads, in the order they came back: the most
     /// recently used last. Empty for good once the pool is closed.
     idle: Mutex<Vec<Idle>>,
@@ -114,6 +121,8 @@ impl Reads {
         let inner = Arc::new(Inner {
             options: super::session_options(options),
             permits: Arc::new(Semaphore::new(max_connections as usize)),
+            max_connections: max_connections as usize,
+            waiting: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             idle_timeout,
             max_lifetime,
@@ -150,7 +159,14 @@ impl Reads {
 
     async fn acquire(&self) -> Result<Lease, sqlx::Error> {
         tokio::time::timeout(ACQUIRE_TIMEOUT, async {
-            let permit = self.0.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+            let permit = match self.0.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return Err(sqlx::Error::PoolClosed),
+                Err(TryAcquireError::NoPermits) => {
+                    let _waiting = Waiting::enter(&self.0.waiting);
+                    self.0.permits.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?
+                }
+            };
             self.lend(permit).await
         })
         .await
@@ -201,6 +217,18 @@ impl Reads {
         self.0.idle().len()
     }
 
+    /// The pool's numbers now, for the metrics.
+    pub fn stats(&self) -> PoolStats {
+        let idle = self.idle_count();
+        let lent = self.0.max_connections.saturating_sub(self.0.permits.available_permits());
+        PoolStats {
+            connections: lent + idle,
+            idle,
+            waiting: self.0.waiting.load(Ordering::Relaxed),
+            max: self.0.max_connections,
+        }
+    }
+
     /// A new connection, retried while PostgreSQL refuses it for a passing
     /// reason (not listening yet, starting up, out of connection slots), as
     /// sqlx's pool does; the caller's timeout bounds the retries.
@@ -229,6 +257,36 @@ impl Reads {
         if !self.0.permits.is_closed() {
             idle.push(Idle { conn, opened, since: Instant::now() });
         }
+    }
+}
+
+/// What [`Reads::stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open: the idle ones, and a slot per read in progress (a
+    /// read that is still opening its connection counts as one).
+    pub connections: usize,
+    /// Connections waiting between reads.
+    pub idle: usize,
+    /// Reads waiting for a free slot (every connection the pool may open is lent).
+    pub waiting: usize,
+    /// Most connections the pool may open.
+    pub max: usize,
+}
+
+/// Counts a read waiting for a slot, until it has one, times out or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,4 +1,7 @@
-//! Logging: `tracing` to stdout, as text or JSON, filtered by `RUST_LOG`.
+//! Logging: `tracing` to stdout, as text or JSON, filtered by `RUST_LOG`; and
+//! [`metrics`] for Prometheus.
+
+pub mod metrics;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

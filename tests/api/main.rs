@@ -7,6 +7,7 @@ mod contract;
 mod headers;
 mod http;
 mod memory;
+mod metrics;
 mod openapi;
 mod process;
 mod profiles;
