@@ -65,6 +65,7 @@ pub struct Config {
     pub log_filter: String,
     /// Longest time a request may take before it is abandoned and answered 503.
     pub request_timeout: Duration,
+    pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
 }
 
 /// A bad configuration value, naming its variable.
@@ -181,6 +182,7 @@ impl Config {
             log_format,
             log_filter,
             request_timeout,
+            rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
         })
     }
 }

@@ -54,9 +54,11 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         deleted_accounts,
         hasher: PasswordHasher::new(crate::auth::password::per_core())?,
     };
-    let app = app::router(
+    let limits = edge::rate_limit::RateLimits::new(&config.rate_limit)?;
+    let app = app::router_with_limits(
         state,
         &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },
+        &limits,
     );
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
@@ -139,6 +141,9 @@ pub async fn serve_until(
         shutdown.await;
         let _ = fired.send(());
     };
+    // Every request carries its peer's address (`ConnectInfo`): the rate limits'
+    // client address starts from it.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
     let deadline = async move {
         match on_fire.await {
