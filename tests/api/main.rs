@@ -8,6 +8,7 @@ mod http;
 mod openapi;
 mod process;
 mod profiles;
+mod rate_limit;
 mod reads;
 mod server;
 mod statements;
