@@ -317,6 +317,8 @@ mod tests {
             ("CORS_ORIGINS", "app.example.com"),
             ("LOG_FORMAT", "xml"),
             ("RUST_LOG", "conduit=loud"),
+            ("RATE_LIMIT_ANONYMOUS", "lots"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

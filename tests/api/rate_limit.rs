@@ -498,3 +498,126 @@ async fn with_redis_unreachable_requests_are_limited_in_process_and_answered_in_
     let reply = login(addr, "", "jake@example.com", PASSWORD).await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
+
+/// A Redis server of the test's own, on a free port, so that the test can stop,
+/// freeze and restart it; killed when dropped.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16, dir: tempfile::TempDir) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        Self { port, dir, child }
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        Self::start_on(port, tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits, up to 10 s, until it answers.
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).expect("url");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            {
+                return conn;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on {} did not answer in 10 s", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal redis-server");
+    }
+
+    /// Kills it and starts another on the same port, empty.
+    fn restart(mut self) -> Self {
+        self.child.kill().expect("kill redis-server");
+        self.child.wait().expect("reap redis-server");
+        let (port, dir) = (self.port, std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")));
+        drop(self);
+        Self::start_on(port, dir)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends requests, 200 ms apart, up to 10 s, until `key` exists in `conn`'s Redis.
+async fn until_counted_in(addr: SocketAddr, conn: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(get_tags(addr, "").await.status, 200);
+        let exists: bool = redis::cmd("EXISTS").arg(key).query_async(conn).await.expect("EXISTS");
+        if exists {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "requests were not counted in Redis again within 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn when_redis_stops_or_hangs_requests_are_answered_in_time_and_sharing_resumes_when_it_is_back() {
+    let redis = OwnRedis::start();
+    let mut conn = redis.connection().await;
+    let prefix = unique_prefix();
+    let key = format!("{prefix}anon:a:127.0.0.1");
+    let app = TestApp::with_limits(&limits(&[
+        ("RATE_LIMIT_ANONYMOUS", "1000/1h"),
+        ("REDIS_URL", &redis.url()),
+        ("RATE_LIMIT_REDIS_PREFIX", &prefix),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "100"),
+    ]))
+    .await;
+    let addr = serve(app.router.clone()).await;
+    until_counted_in(addr, &mut conn, &key).await;
+
+    // Hung (SIGSTOP): each request waits at most the timeout, and then none
+    // waits for a second.
+    redis.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(get_tags(addr, "").await.status, 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(1), "the slowest request took {slowest:?}");
+    redis.signal(nix::sys::signal::Signal::SIGCONT);
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("DEL");
+    until_counted_in(addr, &mut conn, &key).await;
+
+    // Stopped, then back empty on the same port.
+    drop(conn);
+    let redis = redis.restart();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(get_tags(addr, "").await.status, 200);
+        assert!(started.elapsed() < Duration::from_secs(1), "answered in {:?}", started.elapsed());
+    }
+    let mut conn = redis.connection().await;
+    until_counted_in(addr, &mut conn, &key).await;
+}

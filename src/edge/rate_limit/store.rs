@@ -124,10 +124,12 @@ pub struct Store {
 impl Store {
     /// Charges one request to `subject`'s budget under `policy`.
     pub async fn check(&self, policy: Policy, subject: Subject, rate: Rate) -> Decision {
-        if let Some(redis) = &self.redis
-            && let Some(Some(decision)) = redis.check(policy, subject, None, rate).await
-        {
-            return decision;
+        if let Some(redis) = &self.redis {
+            match redis.check(policy, subject, None, rate).await {
+                Some(Some(decision)) => return decision,
+                Some(None) => {} // exempt: only asked of account budgets
+                None => count_fallback(),
+            }
         }
         self.local.check(policy, subject, rate)
     }
@@ -135,11 +137,11 @@ impl Store {
     /// Charges one login attempt to `account`'s budget, unless `address` logged
     /// into it lately (`None`: exempt).
     pub async fn check_account(&self, account: AccountId, address: Subject, rate: Rate) -> Option<Decision> {
-        if let Some(redis) = &self.redis
-            && let Some(decision) =
-                redis.check(Policy::LoginAccount, Subject::Account(account), Some((account, address)), rate).await
-        {
-            return decision;
+        if let Some(redis) = &self.redis {
+            match redis.check(Policy::LoginAccount, Subject::Account(account), Some((account, address)), rate).await {
+                Some(decision) => return decision,
+                None => count_fallback(),
+            }
         }
         if self.local.is_known(account, address) {
             return None;
@@ -158,6 +160,11 @@ impl Store {
             redis.remember(account, address, ttl).await;
         }
     }
+}
+
+/// A decision made in this process because Redis could not answer.
+fn count_fallback() {
+    metrics::counter!("conduit_rate_limit_backend_fallbacks_total").increment(1);
 }
 
 #[cfg(test)]
