@@ -128,7 +128,10 @@ impl RateLimitConfig {
         };
         let redis = match get("REDIS_URL") {
             None => None,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") => {
+            Some(url)
+                if (url.starts_with("redis://") || url.starts_with("unix://"))
+                    && redis::Client::open(url.as_str()).is_ok() =>
+            {
                 let timeout_ms = match get("RATE_LIMIT_REDIS_TIMEOUT_MS") {
                     None => 100,
                     Some(v) => {
@@ -146,7 +149,7 @@ impl RateLimitConfig {
                     timeout: Duration::from_millis(timeout_ms),
                 })
             }
-            Some(_) => return Err(invalid("REDIS_URL", "must be a redis://, rediss:// or unix:// URL")),
+            Some(_) => return Err(invalid("REDIS_URL", "must be a redis://host:port/db or unix:///path URL (TLS, rediss://, is not built in)")),
         };
         Ok(Self {
             enabled,
@@ -264,6 +267,8 @@ mod tests {
             ("RATE_LIMIT_REGISTER", "10/1y"),
             ("RATE_LIMIT_KNOWN_ADDRESS_DAYS", "400"),
             ("REDIS_URL", "localhost:6379"),
+            ("REDIS_URL", "redis://127.0.0.1:port"),
+            ("REDIS_URL", "rediss://127.0.0.1:6379"),
         ] {
             assert_eq!(read(&[(var, value)]).expect_err(var).var, var);
         }
