@@ -468,6 +468,42 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
     assert_eq!(login(a, "203.0.113.2", "jake@example.com", "wrong").await.status, 429);
     // The owner's address is known on the other server too.
     assert_eq!(login(b, "198.51.100.7", "jake@example.com", PASSWORD).await.status, 200);
+    // Kept in one sorted set per account, which expires with its newest address.
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect to Redis");
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}known:*")).query_async(&mut conn).await.expect("KEYS");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let members: Vec<String> =
+        redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query_async(&mut conn).await.expect("ZRANGE");
+    assert_eq!(members, ["a:198.51.100.7"]);
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.expect("PTTL");
+    assert!(ttl > 29 * 86_400_000, "kept for 30 days: {ttl} ms");
+}
+
+#[tokio::test]
+async fn redis_keeps_the_twenty_most_recent_known_addresses_of_an_account() {
+    let key = format!("{}known:account", unique_prefix());
+    let script = redis::Script::new(include_str!("../../src/edge/rate_limit/known.lua"));
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect to Redis");
+    for i in 0..25 {
+        let _: i64 = script
+            .key(&key)
+            .arg(format!("a:192.0.2.{i}"))
+            .arg(60_000)
+            .arg(20)
+            .invoke_async(&mut conn)
+            .await
+            .expect("known.lua");
+        // Each a millisecond later than the last, so that their order is plain.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let members: Vec<String> =
+        redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await.expect("ZRANGE");
+    let expected: Vec<String> = (5..25).map(|i| format!("a:192.0.2.{i}")).collect();
+    assert_eq!(members, expected);
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("DEL");
 }
 
 #[tokio::test]

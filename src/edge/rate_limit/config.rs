@@ -149,7 +149,12 @@ impl RateLimitConfig {
                     timeout: Duration::from_millis(timeout_ms),
                 })
             }
-            Some(_) => return Err(invalid("REDIS_URL", "must be a redis://host:port/db or unix:///path URL (TLS, rediss://, is not built in)")),
+            Some(_) => {
+                return Err(invalid(
+                    "REDIS_URL",
+                    "must be a redis://host:port/db or unix:///path URL (TLS, rediss://, is not built in)",
+                ));
+            }
         };
         Ok(Self {
             enabled,

@@ -4,21 +4,26 @@
 --
 -- KEYS[1]  the bucket: its value is the key's TAT, and it expires when the
 --          quota is whole again (nothing is left to clean up).
--- KEYS[2]  optional: when this key exists the request is exempt and nothing is
---          counted (an address known for the account, see known_key in redis.rs).
+-- KEYS[2]  optional: the account's known addresses (a sorted set, address ->
+--          expiry in ms, see known.lua); when ARGV[3] is in it and has not
+--          expired, the request is exempt and nothing is counted.
 -- ARGV[1]  the emission interval T, in microseconds.
 -- ARGV[2]  the quota q.
+-- ARGV[3]  with KEYS[2]: the client's address.
 --
 -- Returns {outcome, ahead}: outcome 1 allowed, 0 refused, 2 exempt; ahead is
 -- how far the TAT is past now, in microseconds, once the request is counted
 -- (or, when refused, as it stands).
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-  return {2, 0}
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+if KEYS[2] then
+  local expiry = redis.call('ZSCORE', KEYS[2], ARGV[3])
+  if expiry and tonumber(expiry) * 1000 > now then
+    return {2, 0}
+  end
 end
 local interval = tonumber(ARGV[1])
 local capacity = interval * tonumber(ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local tat = now
 local stored = redis.call('GET', KEYS[1])
 if stored then

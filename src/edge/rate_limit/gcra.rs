@@ -150,11 +150,19 @@ impl<K: Hash + Eq> ExpiringMap<K> {
         decision
     }
 
-    /// Remembers `key` until `until_us`.
-    pub fn remember(&self, key: K, until_us: u64, now_us: u64) {
+    /// Remembers `key` until `until_us`, unless its shard holds `max_per_shard`
+    /// live keys already (then nothing is remembered, and `false` returned).
+    pub fn remember(&self, key: K, until_us: u64, now_us: u64, max_per_shard: usize) -> bool {
         let mut shard = self.shard(&key);
+        if shard.deadlines.len() >= max_per_shard && !shard.deadlines.contains_key(&key) {
+            shard.deadlines.retain(|_, deadline| *deadline > now_us);
+            if shard.deadlines.len() >= max_per_shard {
+                return false;
+            }
+        }
         shard.deadlines.insert(key, until_us);
         shard.sweep_if_due(now_us);
+        true
     }
 
     /// Whether `key` is remembered at `now_us`.
@@ -247,9 +255,19 @@ mod tests {
     #[test]
     fn remembered_keys_expire() {
         let map = ExpiringMap::new();
-        map.remember(("acct", 1), 5 * SECOND, SECOND);
+        assert!(map.remember(("acct", 1), 5 * SECOND, SECOND, 10));
         assert!(map.contains(&("acct", 1), 4 * SECOND));
         assert!(!map.contains(&("acct", 1), 5 * SECOND));
         assert!(!map.contains(&("acct", 2), SECOND));
+    }
+
+    #[test]
+    fn remembering_stops_at_the_bound_until_keys_expire() {
+        let map = ExpiringMap::new();
+        let remembered = (0..SHARDS as u64 * 10).filter(|i| map.remember(*i, 5 * SECOND, SECOND, 2)).count();
+        assert!(remembered <= 2 * SHARDS, "{remembered} remembered");
+        assert!(map.len() <= 2 * SHARDS);
+        // Once they have expired, there is room again.
+        assert!(map.remember(u64::MAX, 10 * SECOND, 6 * SECOND, 2));
     }
 }

@@ -29,9 +29,14 @@ use super::{
 /// How long Redis is left alone after a failure.
 const RETRY_AFTER_US: u64 = 1_000_000;
 
+/// How many addresses Redis remembers per account (the most recent logins'):
+/// what bounds the known addresses there.
+const KNOWN_PER_ACCOUNT: u64 = 20;
+
 pub struct RedisStore {
     connection: ConnectionManager,
     script: Script,
+    remember_script: Script,
     prefix: String,
     timeout: Duration,
     clock: Clock,
@@ -63,6 +68,7 @@ impl RedisStore {
         Ok(Self {
             connection,
             script: Script::new(include_str!("gcra.lua")),
+            remember_script: Script::new(include_str!("known.lua")),
             prefix: config.prefix.clone(),
             timeout: config.timeout,
             clock: Clock::new(),
@@ -71,8 +77,8 @@ impl RedisStore {
         })
     }
 
-    fn known_key(&self, account: AccountId, address: Subject) -> String {
-        format!("{}known:{account}:{address}", self.prefix)
+    fn known_key(&self, account: AccountId) -> String {
+        format!("{}known:{account}", self.prefix)
     }
 
     /// One GCRA step for `subject` under `policy`, exempt when `exempt_if_known`
@@ -87,10 +93,10 @@ impl RedisStore {
     ) -> Option<Option<Decision>> {
         let key = format!("{}{}:{subject}", self.prefix, policy.name());
         let mut invocation = self.script.key(key);
-        if let Some((account, address)) = exempt_if_known {
-            invocation.key(self.known_key(account, address));
-        }
         invocation.arg(rate.interval_us).arg(rate.quota);
+        if let Some((account, address)) = exempt_if_known {
+            invocation.key(self.known_key(account)).arg(address.to_string());
+        }
         let (outcome, ahead) = self.call(invocation.invoke_async::<(i64, u64)>(&mut self.connection.clone())).await?;
         match outcome {
             2 => Some(None),
@@ -101,9 +107,9 @@ impl RedisStore {
     /// Remembers that `address` logged into `account`, for `ttl`.
     pub async fn remember(&self, account: AccountId, address: Subject, ttl: Duration) {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut set = redis::cmd("SET");
-        set.arg(self.known_key(account, address)).arg(1).arg("PX").arg(ttl_ms);
-        let _: Option<()> = self.call(set.query_async(&mut self.connection.clone())).await;
+        let mut invocation = self.remember_script.key(self.known_key(account));
+        invocation.arg(address.to_string()).arg(ttl_ms).arg(KNOWN_PER_ACCOUNT);
+        let _: Option<i64> = self.call(invocation.invoke_async(&mut self.connection.clone())).await;
     }
 
     /// Runs `request` unless Redis is resting after a failure, within the

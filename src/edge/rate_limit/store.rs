@@ -80,6 +80,11 @@ impl fmt::Debug for AccountId {
     }
 }
 
+/// How many (account, address) pairs a shard of the in-process store keeps:
+/// 64 × 4,096 = 262,144 at most (about 20 MB). When full, a new pair is not
+/// remembered (its logins stay under the account's budget) until pairs expire.
+const KNOWN_PER_SHARD: usize = 4096;
+
 /// The budgets of this process.
 #[derive(Debug, Default)]
 pub struct LocalStore {
@@ -87,6 +92,7 @@ pub struct LocalStore {
     buckets: ExpiringMap<(Policy, Subject)>,
     /// Addresses that logged into an account lately.
     known: ExpiringMap<(AccountId, Subject)>,
+    known_full_warned: std::sync::atomic::AtomicBool,
 }
 
 impl LocalStore {
@@ -101,7 +107,11 @@ impl LocalStore {
     fn remember(&self, account: AccountId, address: Subject, ttl: Duration) {
         let now = self.clock.now_us();
         let ttl = u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX);
-        self.known.remember((account, address), now.saturating_add(ttl), now);
+        if !self.known.remember((account, address), now.saturating_add(ttl), now, KNOWN_PER_SHARD)
+            && !self.known_full_warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!("the in-process list of known login addresses is full: new ones are not remembered");
+        }
     }
 
     /// Keys held (for tests of the bound).
