@@ -28,7 +28,10 @@ use crate::{
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     config::CorsOrigins,
     db::Reads,
-    edge::rate_limit::{RATELIMIT, RATELIMIT_POLICY, RateLimits},
+    edge::{
+        self,
+        rate_limit::{RATELIMIT, RATELIMIT_POLICY, RateLimits},
+    },
     error::Error,
     extract::{self, Json},
     openapi::ApiDoc,
@@ -67,6 +70,15 @@ pub struct AppState {
 pub struct HttpOptions {
     pub cors_origins: CorsOrigins,
     pub request_timeout: Duration,
+    /// `Strict-Transport-Security`'s `max-age`, when the server is behind TLS.
+    pub hsts: Option<Duration>,
+}
+
+impl Default for HttpOptions {
+    /// The settings of an unconfigured server (see `config::Config`).
+    fn default() -> Self {
+        Self { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30), hsts: None }
+    }
 }
 
 /// Every documented route, with the OpenAPI document built from their annotations.
@@ -109,11 +121,12 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
     crate::openapi::add_common_responses(&mut openapi);
     let openapi = Arc::new(openapi);
     let docs = SwaggerUi::new("/docs").config(
-        SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(true),
+        SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(false),
     );
 
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .map_request(crate::edge::request_id::drop_unusable)
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
@@ -141,7 +154,7 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
 
     let app = routes
         .route(OPENAPI_PATH, get(move || std::future::ready(Json(openapi.clone()))))
-        .merge(docs)
+        .merge(edge::headers::docs(docs.into()))
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
@@ -152,9 +165,11 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         Some(limits) => app.layer(limits),
         None => app,
     };
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
+    let router = app
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
         .layer(layers)
-        .with_state(state)
+        .with_state(state);
+    edge::headers::secure(router, options.hsts)
 }
 
 /// Browsers on other origins may call the API. Tokens travel in a header, not a

@@ -65,6 +65,8 @@ pub struct Config {
     pub log_filter: String,
     /// Longest time a request may take before it is abandoned and answered 503.
     pub request_timeout: Duration,
+    /// `HSTS_MAX_AGE`: `Strict-Transport-Security` on every response when set.
+    pub hsts_max_age: Option<Duration>,
     pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
 }
 
@@ -161,6 +163,11 @@ impl Config {
         let jwt_ttl = Duration::from_secs(parse_number(&get, "JWT_TTL_SECONDS", 86_400, 60..=31_536_000)?);
         let request_timeout = Duration::from_secs(parse_number(&get, "REQUEST_TIMEOUT_SECONDS", 30, 1..=3_600)?);
 
+        let hsts_max_age = match get("HSTS_MAX_AGE") {
+            None => None,
+            Some(_) => Some(Duration::from_secs(parse_number(&get, "HSTS_MAX_AGE", 0, 0..=63_072_000)?)),
+        };
+
         let log_format = match get("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -182,6 +189,7 @@ impl Config {
             log_format,
             log_filter,
             request_timeout,
+            hsts_max_age,
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
         })
     }

@@ -57,7 +57,11 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
     let limits = edge::rate_limit::RateLimits::new(&config.rate_limit)?;
     let app = app::router_with_limits(
         state,
-        &HttpOptions { cors_origins: config.cors_origins.clone(), request_timeout: config.request_timeout },
+        &HttpOptions {
+            cors_origins: config.cors_origins.clone(),
+            request_timeout: config.request_timeout,
+            hsts: config.hsts_max_age,
+        },
         &limits,
     );
     let listener = tokio::net::TcpListener::bind(config.bind_addr)

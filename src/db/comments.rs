@@ -39,22 +39,43 @@ pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -
     .await?)
 }
 
-/// The comments of an article, newest first; `None` when there is no such article.
+/// Where a page of comments ends: the last comment's time and id, in the list's
+/// order (newest first).
+pub type Cursor = (DateTime<Utc>, i64);
+
+/// Up to `limit` comments of an article, newest first, after `after` when given;
+/// `None` when there is no such article.
 #[tracing::instrument(skip(db))]
-pub async fn list(db: impl PgExecutor<'_>, slug: &str, viewer: Option<i64>) -> Result<Option<Vec<CommentRow>>, Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    viewer: Option<i64>,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Option<Vec<CommentRow>>, Error> {
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
+    let (after_time, after_id) = after.unzip();
     let rows = sqlx::query!(
         r#"SELECT c.id AS "id?", c.body AS "body?", c.created_at AS "created_at?", c.updated_at AS "updated_at?",
                   u.username AS "author_username?", u.bio AS "author_bio?", u.image AS "author_image?",
                   EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
            FROM articles a
-           LEFT JOIN comments c ON c.article_id = a.id
+           LEFT JOIN LATERAL (
+               SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id
+               FROM comments c
+               WHERE c.article_id = a.id AND ($3::timestamptz IS NULL OR (c.created_at, c.id) < ($3, $4))
+               ORDER BY c.created_at DESC, c.id DESC
+               LIMIT $5
+           ) c ON true
            LEFT JOIN users u ON u.id = c.author_id
            WHERE a.slug = $1
            ORDER BY c.created_at DESC, c.id DESC"#,
         slug,
-        viewer
+        viewer,
+        after_time,
+        after_id,
+        limit
     )
     .fetch_all(db)
     .await?;

@@ -2,4 +2,6 @@
 //! client's address, rate limits, security headers, connection limits).
 
 pub mod client_ip;
+pub mod headers;
 pub mod rate_limit;
+pub mod request_id;

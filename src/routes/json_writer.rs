@@ -27,8 +27,14 @@ impl JsonWriter {
         Self(Vec::with_capacity(bytes))
     }
 
-    fn raw(&mut self, json: &str) {
+    /// `json` as it is: punctuation between values written by the other methods.
+    pub fn raw(&mut self, json: &str) {
         self.0.extend_from_slice(json.as_bytes());
+    }
+
+    /// The document so far, as one chunk of a streamed body.
+    pub fn into_bytes(self) -> axum::body::Bytes {
+        self.0.into()
     }
 
     /// An object, whose members `members` writes through [`Members::key`].

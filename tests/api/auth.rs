@@ -12,7 +12,6 @@ use std::{sync::Arc, time::Duration};
 use conduit::{
     app::{AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
-    config::CorsOrigins,
 };
 use secrecy::SecretString;
 
@@ -368,7 +367,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
         deleted_accounts: DeletedAccounts::default(),
         hasher: PasswordHasher::new(1).expect("hasher"),
     };
-    let options = HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) };
+    let options = HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     app.router = conduit::app::router(state, &options);
     let unaware = &app;
     sqlx::query("DELETE FROM users WHERE username = 'jake'").execute(&app.db).await.expect("delete jake");

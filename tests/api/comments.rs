@@ -194,3 +194,45 @@ async fn deleting_a_comment_is_204() {
 
     delete(&app, &jake, "dragons", &first).await.assert_error(StatusCode::NOT_FOUND, "comment");
 }
+
+#[tokio::test]
+async fn a_list_longer_than_a_page_comes_whole_newest_first_with_ties_in_id_order() {
+    let app = TestApp::new().await;
+    let jake = app.register("jake").await;
+    app.register("ann").await;
+    app.follow(&jake, "ann").await;
+    let slug = app.create_article(&jake, "Dragons", &[]).await;
+    // 130 comments: 50 + 50 + 30 at two distinct times, the first 70 sharing one
+    // time, so that a page boundary falls among equal times.
+    sqlx::query(
+        "INSERT INTO comments (article_id, author_id, body, created_at, updated_at)
+         SELECT a.id, u.id, 'comment ' || n, t, t
+         FROM articles a, users u, generate_series(1, 130) n,
+              LATERAL (SELECT CASE WHEN n <= 70 THEN timestamptz '2026-01-01' ELSE timestamptz '2026-02-01' END) AS at(t)
+         WHERE a.slug = $1 AND u.username = 'ann'",
+    )
+    .bind(&slug)
+    .execute(&app.db)
+    .await
+    .expect("insert comments");
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT c.body FROM comments c JOIN articles a ON a.id = c.article_id
+         WHERE a.slug = $1 ORDER BY c.created_at DESC, c.id DESC",
+    )
+    .bind(&slug)
+    .fetch_all(&app.db)
+    .await
+    .expect("comments in order");
+    assert_eq!(expected.len(), 130);
+
+    for token in [None, Some(jake.as_str())] {
+        let response = app.get(&format!("/api/articles/{slug}/comments"), token).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        assert_eq!(response.headers["content-type"], "application/json; charset=utf-8");
+        let comments = response.body["comments"].as_array().expect("comments in valid JSON");
+        let bodies: Vec<&str> = comments.iter().map(|c| c["body"].as_str().expect("body")).collect();
+        assert_eq!(bodies, expected);
+        let following = comments.iter().all(|c| c["author"]["following"] == json!(token.is_some()));
+        assert!(following, "every page says whether the viewer follows the author");
+    }
+}

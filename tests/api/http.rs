@@ -165,7 +165,7 @@ async fn cors_preflight_allows_other_origins() {
 async fn cors_with_an_origin_list_allows_only_those_origins() {
     let app = TestApp::with_options(HttpOptions {
         cors_origins: CorsOrigins::List(vec!["https://app.example.com".to_owned()]),
-        request_timeout: Duration::from_secs(30),
+        ..Default::default()
     })
     .await;
     let allowed = app.send(preflight("https://app.example.com")).await;
@@ -265,11 +265,8 @@ async fn jake_behind_a_lock(app: &TestApp) -> sqlx::Transaction<'static, sqlx::P
 
 #[tokio::test]
 async fn a_request_that_takes_too_long_is_503_not_408_in_the_error_format() {
-    let app = TestApp::with_options(HttpOptions {
-        cors_origins: CorsOrigins::Any,
-        request_timeout: Duration::from_millis(300),
-    })
-    .await;
+    let app =
+        TestApp::with_options(HttpOptions { request_timeout: Duration::from_millis(300), ..Default::default() }).await;
     // Reading the profile waits for the lock, past the timeout.
     let lock = jake_behind_a_lock(&app).await;
     let request = Request::builder()
@@ -296,8 +293,7 @@ async fn waiting_for_a_lock(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn statements_still_waiting_when_their_request_times_out_are_cancelled_in_postgresql() {
     let app =
-        TestApp::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(1) })
-            .await;
+        TestApp::with_options(HttpOptions { request_timeout: Duration::from_secs(1), ..Default::default() }).await;
     let lock = jake_behind_a_lock(&app).await;
 
     // A read (the reads' pool) and a write (the write pool) that both wait on the lock.

@@ -227,10 +227,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         deleted_accounts,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
     };
-    let options = conduit::app::HttpOptions {
-        cors_origins: conduit::config::CorsOrigins::Any,
-        request_timeout: Duration::from_secs(30),
-    };
+    let options = conduit::app::HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     let router = conduit::app::router(state, &options);
     let login = json!({"user": {"email": "user17@example.com", "password": conduit::seed::PASSWORD}});
     let request = axum::http::Request::post("/api/users/login")

@@ -168,6 +168,8 @@ async fn a_burst_of_the_quota_is_served_then_refused_with_429_retry_after_and_th
     assert_eq!(refused.headers["ratelimit-policy"], r#""anon";q=5;w=60"#);
     assert_eq!(refused.headers["ratelimit"], r#""anon";r=0;t=12"#);
     assert!(refused.headers["content-type"].to_str().expect("ascii").starts_with("application/json"));
+    // Through every outer layer, the security headers' included.
+    assert_eq!(refused.headers["x-content-type-options"], "nosniff");
     // Every route under the policy shares the budget; health probes are exempt.
     app.get("/api/articles", None).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit");
     app.get("/api/no-such-route", None).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit");
@@ -417,14 +419,8 @@ async fn two_servers_on_one_redis_share_one_budget() {
     let prefix = unique_prefix();
     let vars = [("RATE_LIMIT_ANONYMOUS", "4/1m"), ("REDIS_URL", &redis_url()), ("RATE_LIMIT_REDIS_PREFIX", &prefix)];
     let app = TestApp::with_limits(&limits(&vars)).await;
-    let other = conduit::app::router_with_limits(
-        app.state.clone(),
-        &conduit::app::HttpOptions {
-            cors_origins: conduit::config::CorsOrigins::Any,
-            request_timeout: Duration::from_secs(30),
-        },
-        &limits(&vars),
-    );
+    let other =
+        conduit::app::router_with_limits(app.state.clone(), &conduit::app::HttpOptions::default(), &limits(&vars));
     let (a, b) = (serve(app.router.clone()).await, serve(other).await);
     let mut seen = Vec::new();
     for server in [a, b, a, b, a, b] {
@@ -457,10 +453,7 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
     ];
     let app = TestApp::with_limits(&limits(&vars)).await;
     app.register("jake").await;
-    let options = conduit::app::HttpOptions {
-        cors_origins: conduit::config::CorsOrigins::Any,
-        request_timeout: Duration::from_secs(30),
-    };
+    let options = conduit::app::HttpOptions::default();
     let other = conduit::app::router_with_limits(app.state.clone(), &options, &limits(&vars));
     let (a, b) = (serve(app.router.clone()).await, serve(other).await);
     assert_eq!(login(a, "198.51.100.7", "jake@example.com", PASSWORD).await.status, 200);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use conduit::{app::HttpOptions, config::CorsOrigins};
+use conduit::app::HttpOptions;
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -66,11 +66,8 @@ async fn shutdown_finishes_the_requests_in_flight_then_refuses_new_connections()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_time_limit_is_answered_503_in_the_error_format() {
-    let app = TestApp::with_options(HttpOptions {
-        cors_origins: CorsOrigins::Any,
-        request_timeout: Duration::from_millis(1),
-    })
-    .await;
+    let app =
+        TestApp::with_options(HttpOptions { request_timeout: Duration::from_millis(1), ..Default::default() }).await;
     let (addr, stop, server) = start(&app).await;
 
     let body = json!({"user": {"username": "slow", "email": "slow@example.com", "password": PASSWORD}}).to_string();

@@ -34,7 +34,6 @@ use axum::{
 use conduit::{
     app::{self, AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
-    config::CorsOrigins,
     db::Reads,
     edge::rate_limit::RateLimits,
     embedded_pg::EmbeddedPostgres,
@@ -171,8 +170,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> Self {
-        Self::with_options(HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) })
-            .await
+        Self::with_options(HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() }).await
     }
 
     pub async fn with_options(options: HttpOptions) -> Self {
@@ -182,7 +180,7 @@ impl TestApp {
     /// An application whose router applies `limits` (tests/api/rate_limit.rs).
     pub async fn with_limits(limits: &RateLimits) -> Self {
         Self::with_options_and_limits(
-            HttpOptions { cors_origins: CorsOrigins::Any, request_timeout: Duration::from_secs(30) },
+            HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() },
             limits,
         )
         .await

@@ -1,7 +1,9 @@
 // Headless Chromium through the interactive API docs (Swagger UI at /docs/), as a
 // person would use them: the operations render, GET /api/tags can be tried out
-// and answers 200, every operation's details resolve, and the page loads nothing
-// from any origin but the server's own.
+// and answers 200, every operation's details resolve, a pasted token is not kept
+// in the browser's storage, the page loads nothing from any origin but the
+// server's own, and it runs under its Content-Security-Policy without a single
+// violation.
 //
 // Usage: node tests/browser/docs.mjs BASE_URL [SCREENSHOT]
 //   BASE_URL    the running server, e.g. http://127.0.0.1:8080
@@ -74,6 +76,9 @@ const watchdog = setTimeout(async () => {
 const requests = [];
 const foreign = [];
 const pageErrors = [];
+// Content-Security-Policy violations: the console's reports and the page's own
+// `securitypolicyviolation` events.
+const violations = [];
 
 try {
   await mkdir(path.dirname(screenshot), { recursive: true });
@@ -116,12 +121,24 @@ try {
     });
     page = context.pages()[0] ?? (await context.newPage());
     page.on('pageerror', (error) => pageErrors.push(error.message));
+    page.on('console', (message) => {
+      if (/Content[- ]Security[- ]Policy/i.test(message.text())) violations.push(`console: ${message.text()}`);
+    });
+    await context.addInitScript(() => {
+      window.__cspViolations = [];
+      document.addEventListener('securitypolicyviolation', (event) => {
+        window.__cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || 'inline'}`);
+      });
+    });
   });
 
   await step(`open ${docsUrl}`, async () => {
     const response = await page.goto(docsUrl, { waitUntil: 'load' });
     check(response, `no response for ${docsUrl}`);
     check(response.status() === 200, `${docsUrl} answered ${response.status()}`);
+    const policy = (await response.allHeaders())['content-security-policy'] || '';
+    check(/default-src 'none'/.test(policy) && /script-src 'self'/.test(policy), `the docs' CSP is "${policy}"`);
+    log(`  Content-Security-Policy: ${policy}`);
   });
 
   await step(`at least ${MIN_OPERATIONS} operations render`, async () => {
@@ -208,9 +225,24 @@ try {
     }
   });
 
-  await step('nothing was requested from another origin, and the page threw nothing', async () => {
+  await step("a token pasted into Authorize is not kept in the browser's storage", async () => {
+    await page.locator('.auth-wrapper button.authorize').first().click();
+    const dialog = page.locator('.dialog-ux .modal-ux');
+    await dialog.waitFor({ state: 'visible' });
+    const input = dialog.locator('input[type=text], input[type=password]').first();
+    await input.fill('Token not-a-real-token');
+    await dialog.locator('button.authorize').first().click();
+    await dialog.locator('button.btn-done, button.close-modal').first().click();
+    const stored = await page.evaluate(() => ({ ...localStorage, ...sessionStorage }));
+    const keys = Object.keys(stored).filter((key) => JSON.stringify(stored[key]).includes('not-a-real-token'));
+    check(keys.length === 0, `the token was kept in web storage under ${keys.join(', ')}`);
+  });
+
+  await step('nothing was requested from another origin, the page threw nothing, and no CSP violation', async () => {
     check(foreign.length === 0, `requests to other origins:\n  ${foreign.join('\n  ')}`);
     check(pageErrors.length === 0, `uncaught errors in the page:\n  ${pageErrors.join('\n  ')}`);
+    violations.push(...(await page.evaluate(() => window.__cspViolations || [])));
+    check(violations.length === 0, `Content-Security-Policy violations:\n  ${violations.join('\n  ')}`);
     log(`  ${requests.length} requests, all to ${base.origin}`);
   });
 
