@@ -28,7 +28,10 @@ use crate::{
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     config::CorsOrigins,
     db::Reads,
-    edge,
+    edge::{
+        self,
+        rate_limit::{RATELIMIT, RATELIMIT_POLICY, RateLimits},
+    },
     error::Error,
     extract::{self, Json},
     openapi::ApiDoc,
@@ -106,8 +109,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The whole application, ready to serve.
+/// The whole application, ready to serve, without rate limits (tests that do
+/// not ask for them).
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    router_with_limits(state, options, &RateLimits::off())
+}
+
+/// The whole application, ready to serve, with `limits`.
+pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateLimits) -> Router {
     let (routes, mut openapi) = api().split_for_parts();
     crate::openapi::add_common_responses(&mut openapi);
     let openapi = Arc::new(openapi);
@@ -145,13 +154,20 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
-    let router = routes
+    let app = routes
         .route(OPENAPI_PATH, get(move || std::future::ready(Json(openapi.clone()))))
         .merge(edge::headers::docs(docs.into()))
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
-        })
+        });
+    // After routing (it reads the matched route) and inside `authenticate` (it
+    // reads who the caller is).
+    let app = match limits.layer() {
+        Some(limits) => app.layer(limits),
+        None => app,
+    };
+    let router = app
         .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
         .layer(layers)
         .with_state(state);
@@ -169,8 +185,9 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUESTED_WITH])
-        // A client in the browser reads `WWW-Authenticate` to learn that its token was refused.
-        .expose_headers([X_REQUEST_ID, header::WWW_AUTHENTICATE])
+        // A client in the browser reads `WWW-Authenticate` to learn that its token was
+        // refused, and the rate limits' headers to pace itself.
+        .expose_headers([X_REQUEST_ID, header::WWW_AUTHENTICATE, header::RETRY_AFTER, RATELIMIT, RATELIMIT_POLICY])
         .max_age(Duration::from_secs(3600))
 }
 

@@ -71,6 +71,7 @@ pub struct Config {
     pub metrics: crate::telemetry::metrics::MetricsConfig,
     /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
     pub password_hash_queue: usize,
+    pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
 }
 
 /// A bad configuration value, naming its variable.
@@ -197,6 +198,7 @@ impl Config {
             hsts_max_age,
             metrics,
             password_hash_queue,
+            rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
         })
     }
 }
@@ -331,6 +333,8 @@ mod tests {
             ("CORS_ORIGINS", "app.example.com"),
             ("LOG_FORMAT", "xml"),
             ("RUST_LOG", "conduit=loud"),
+            ("RATE_LIMIT_ANONYMOUS", "lots"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

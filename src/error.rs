@@ -84,6 +84,10 @@ pub enum Error {
     /// A client error detected outside validation (bad JSON, wrong media type, ...).
     #[error("{message}")]
     Request { status: StatusCode, message: String },
+    /// 429: a rate limit's budget is spent (`edge::rate_limit`); `Retry-After`
+    /// says when the next request will be accepted.
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
     /// 503: no database connection could be had in time, as every one is busy
     /// (or the database does not answer); a retry may succeed.
     #[error("no database connection in time")]
@@ -117,6 +121,7 @@ impl Error {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Request { status, .. } => *status,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::TimedOut | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -135,6 +140,10 @@ impl Error {
             Self::NotFound(what) => ValidationErrors::single(what, "not found"),
             Self::Validation(errors) | Self::Conflict(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
+            Self::TooManyRequests { retry_after_secs } => ValidationErrors::single(
+                "rate_limit",
+                format!("too many requests, please try again in {retry_after_secs} s"),
+            ),
             Self::Unavailable | Self::Overloaded => ValidationErrors::single("server", "busy, please try again later"),
             Self::TimedOut => ValidationErrors::single("server", "took too long, please try again later"),
             Self::Database(_) | Self::Internal(_) => {
@@ -229,6 +238,9 @@ impl IntoResponse for Error {
             Self::InvalidCredentials => Some(TokenProblem::Missing.challenge()),
             _ => None,
         };
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
         if let Some(challenge) = challenge {
             response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }

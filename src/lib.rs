@@ -56,13 +56,15 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
     };
     // Before the router: its metrics layer takes its handles from the recorder. Stops when dropped.
     let _metrics = telemetry::metrics::Exporter::start(&config.metrics, &state).await?;
-    let app = app::router(
+    let limits = edge::rate_limit::RateLimits::new(&config.rate_limit)?;
+    let app = app::router_with_limits(
         state,
         &HttpOptions {
             cors_origins: config.cors_origins.clone(),
             request_timeout: config.request_timeout,
             hsts: config.hsts_max_age,
         },
+        &limits,
     );
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
@@ -145,6 +147,9 @@ pub async fn serve_until(
         shutdown.await;
         let _ = fired.send(());
     };
+    // Every request carries its peer's address (`ConnectInfo`): the rate limits'
+    // client address starts from it.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
     let deadline = async move {
         match on_fire.await {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::{
     extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State},
     http::{
-        HeaderMap, Method, StatusCode,
+        Extensions, HeaderMap, Method, StatusCode,
         header::{AUTHORIZATION, WWW_AUTHENTICATE},
         request::Parts,
     },
@@ -46,6 +46,15 @@ pub struct AuthUser {
 /// The outcome of checking a request's `Authorization` header, when it has one.
 #[derive(Debug, Clone)]
 struct Authentication(Result<AuthUser, TokenProblem>);
+
+/// The caller's id, when the request's token was accepted by [`authenticate`]
+/// (for layers inside it, such as the rate limits; handlers use [`AuthUser`]).
+pub fn caller_id(extensions: &Extensions) -> Option<i64> {
+    match extensions.get::<Authentication>() {
+        Some(Authentication(Ok(user))) => Some(user.id),
+        _ => None,
+    }
+}
 
 /// Middleware: checks the token of every request that carries one, and adds the
 /// `invalid_token` challenge to the answer to a read (`GET`, `HEAD`) whose token

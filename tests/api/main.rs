@@ -11,6 +11,7 @@ mod metrics;
 mod openapi;
 mod process;
 mod profiles;
+mod rate_limit;
 mod reads;
 mod server;
 mod statements;

@@ -35,6 +35,7 @@ use conduit::{
     app::{self, AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
     db::Reads,
+    edge::rate_limit::RateLimits,
     embedded_pg::EmbeddedPostgres,
 };
 use http_body_util::BodyExt as _;
@@ -154,6 +155,8 @@ async fn admin() -> PgConnectOptions {
 /// One test's application, on its own database, dropped when the test ends.
 pub struct TestApp {
     pub router: Router,
+    /// The router's state, for more routers on the same database.
+    pub state: AppState,
     pub db: PgPool,
     /// The pool of the one-statement reads, as the router has it.
     pub reads: Reads,
@@ -171,6 +174,19 @@ impl TestApp {
     }
 
     pub async fn with_options(options: HttpOptions) -> Self {
+        Self::with_options_and_limits(options, &RateLimits::off()).await
+    }
+
+    /// An application whose router applies `limits` (tests/api/rate_limit.rs).
+    pub async fn with_limits(limits: &RateLimits) -> Self {
+        Self::with_options_and_limits(
+            HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() },
+            limits,
+        )
+        .await
+    }
+
+    async fn with_options_and_limits(options: HttpOptions, limits: &RateLimits) -> Self {
         let server = server().await;
         let admin = server.admin.clone();
         let name = format!("conduit_test_{}_{}", server.token, COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -193,7 +209,16 @@ impl TestApp {
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
         };
-        Self { router: app::router(state, &options), db, reads, deleted_accounts, options: options_db, name, admin }
+        Self {
+            router: app::router_with_limits(state.clone(), &options, limits),
+            state,
+            db,
+            reads,
+            deleted_accounts,
+            options: options_db,
+            name,
+            admin,
+        }
     }
 
     /// Sends one request through the router.
