@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: crate::telemetry::metrics::MetricsConfig,
     /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
     pub password_hash_queue: usize,
+    /// Connection bounds and the stop (`crate::edge::server`).
+    pub server: crate::edge::server::Settings,
 }
 
 /// A bad configuration value, naming its variable.
@@ -184,6 +186,8 @@ impl Config {
             return Err(invalid("RUST_LOG", format!("`{log_filter}` is not a valid filter: {err}")));
         }
 
+        let server = crate::edge::server::Settings::from_lookup(&get)?;
+
         Ok(Self {
             database,
             jwt_secret,
@@ -197,6 +201,7 @@ impl Config {
             hsts_max_age,
             metrics,
             password_hash_queue,
+            server,
         })
     }
 }
@@ -222,7 +227,7 @@ fn secret_len(secret: &SecretString) -> usize {
     secret.expose_secret().len()
 }
 
-fn parse_number<T>(
+pub(crate) fn parse_number<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: T,

@@ -192,6 +192,7 @@ impl TestApp {
             jwt,
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
+            readiness: Default::default(),
         };
         Self { router: app::router(state, &options), db, reads, deleted_accounts, options: options_db, name, admin }
     }
