@@ -96,6 +96,27 @@ impl EmbeddedPostgres {
         PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(SUPERUSER).database(database)
     }
 
+    /// The cluster's data directory (`<data dir>/pgdata`).
+    pub fn data_dir(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// Runs `pg_ctl` on the cluster with `args` (`stop -m fast -w`, `start -w`,
+    /// `restart -w`, ...), as the cluster's owner; a start logs to the same
+    /// `postgres.log`. For tools and tests that stop and start the cluster
+    /// under a running server.
+    pub async fn control(&self, args: &[&str]) -> anyhow::Result<()> {
+        let log = self.pgdata.parent().map(|root| root.join("postgres.log"));
+        match args.first() {
+            Some(&("start" | "restart")) => {
+                let mut all = args.to_vec();
+                all.push("-l");
+                self.pg_ctl(&all, log.as_deref()).await
+            }
+            _ => self.pg_ctl(args, None).await,
+        }
+    }
+
     /// Stops the cluster, letting open transactions roll back ("fast" mode).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await?;
