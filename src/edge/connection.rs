@@ -16,8 +16,10 @@
 //! only when it fires.
 //!
 //! The same state decides what a stop does to the connection ([`Stage`]): a
-//! request being answered is finished (with `Connection: close`); a connection
-//! that is idle, or has not sent a complete request yet, is closed at once.
+//! request being answered is finished (with `Connection: close`); an idle
+//! keep-alive connection is closed at once; one that has not sent a complete
+//! request yet is closed unless its head comes whole within
+//! [`HEAD_WAIT_ON_STOP`] (a request already in the socket's buffer is served).
 
 use std::{
     io,
@@ -71,7 +73,7 @@ pub struct Timeouts {
 
 /// When the server stops accepting, how long a connection that has not sent a
 /// whole request yet may still take to do so.
-pub const HEAD_WAIT_ON_STOP: Duration = Duration::from_millis(250);
+pub const HEAD_WAIT_ON_STOP: Duration = Duration::from_millis(500);
 
 /// Serves one accepted connection until it ends, times out, or the server stops.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, timeouts: Timeouts, mut stage: watch::Receiver<Stage>) {
@@ -114,15 +116,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, timeouts: T
                     Stage::Draining => draining.store(true, Ordering::Relaxed),
                     Stage::Closing => {
                         draining.store(true, Ordering::Relaxed);
-                        // hyper closes an idle keep-alive connection at once, and one
-                        // answering a request after its response; but it waits for a
-                        // first request whose head is still coming. That one is given
-                        // a moment, for a request already in the socket's buffer.
-                        connection.as_mut().graceful_shutdown();
                         if progress.never_answered() {
+                            // Not hyper's graceful shutdown, which closes at once a
+                            // connection it has read nothing from yet: its request may
+                            // be in the socket's buffer. It has a moment to come whole
+                            // (and is answered with `Connection: close`); a head still
+                            // incomplete then is not waited for.
                             let at = tokio::time::Instant::now() + HEAD_WAIT_ON_STOP;
                             closing_at = Some(at);
                             check.as_mut().reset(at);
+                        } else {
+                            // hyper closes an idle keep-alive connection at once, and
+                            // one answering a request after its response.
+                            connection.as_mut().graceful_shutdown();
                         }
                     }
                     Stage::Aborting => return,

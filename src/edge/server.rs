@@ -128,14 +128,18 @@ pub async fn serve_until(
     }
     // Connections that completed their handshake while the server drained sit in
     // the backlog: serve them, rather than let the kernel reset them on close.
-    while let Some(Ok((stream, peer))) = futures_now(listener.accept()) {
-        if let Ok(slot) = slots.clone().try_acquire_owned() {
-            let (app, watching) = (app.clone(), watching.clone());
-            tokio::spawn(async move {
-                connection::serve(stream, peer, app, timeouts, watching).await;
-                drop(slot);
-            });
-        }
+    // Accepted from the socket itself: the reactor may not have reported them yet.
+    let listener = listener.into_std()?;
+    while let Ok((stream, peer)) = listener.accept() {
+        let Ok(stream) = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+        let (app, watching) = (app.clone(), watching.clone());
+        tokio::spawn(async move {
+            connection::serve(stream, peer, app, timeouts, watching).await;
+            drop(slot);
+        });
     }
     drop(listener);
     tracing::info!("stopped accepting; finishing the requests in flight");
@@ -185,16 +189,6 @@ async fn accept(
 fn is_connection_error(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     matches!(err.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
-}
-
-/// The output of `future` if it is ready at its first poll.
-fn futures_now<F: Future>(future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(output) => Some(output),
-        std::task::Poll::Pending => None,
-    }
 }
 
 #[cfg(test)]
