@@ -188,7 +188,11 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<
 /// database refuses new connections.
 pub const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-async fn pool(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
+async fn pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     let options = session_options(options);
     PgPoolOptions::new()
         .max_connections(max_connections)

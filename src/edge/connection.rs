@@ -76,7 +76,13 @@ pub struct Timeouts {
 pub const HEAD_WAIT_ON_STOP: Duration = Duration::from_millis(500);
 
 /// Serves one accepted connection until it ends, times out, or the server stops.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, app: Router, timeouts: Timeouts, mut stage: watch::Receiver<Stage>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    timeouts: Timeouts,
+    mut stage: watch::Receiver<Stage>,
+) {
     // Responses are written whole or streamed in pieces: Nagle's algorithm would
     // hold a piece back until the previous one is acknowledged.
     let _ = stream.set_nodelay(true);
@@ -327,7 +333,10 @@ impl hyper::body::Body for Tracked {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

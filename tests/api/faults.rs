@@ -136,7 +136,8 @@ async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings)
     let register = json!({"user": {"username": "jake", "email": "jake@example.com", "password": PASSWORD}});
     let (status, body) = call(addr, "POST", "/api/users", &register.to_string(), None).await;
     assert_eq!(status, 201, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["user"]["token"].as_str().expect("token").to_owned();
+    let token =
+        serde_json::from_str::<Value>(&body).expect("json")["user"]["token"].as_str().expect("token").to_owned();
     Served { addr, token, _stop: stop }
 }
 
@@ -463,7 +464,9 @@ async fn a_client_dribbling_its_request_head_is_closed_at_the_header_read_timeou
     let _ = idle.read(&mut rest).await;
     let idled = closed_by_server(&mut idle, Duration::from_secs(10)).await;
     assert!(idled >= Duration::from_millis(1800), "an idle connection closed after {idled:?}");
-    eprintln!("header-read timeout {header_read_timeout:?}: dribbler closed after {dribbled:?}; keep-alive 2 s: idle connection closed after {idled:?}");
+    eprintln!(
+        "header-read timeout {header_read_timeout:?}: dribbler closed after {dribbled:?}; keep-alive 2 s: idle connection closed after {idled:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,4 +556,26 @@ async fn with_1000_slowloris_connections_open_a_normal_client_gets_tags_in_under
         opened.elapsed(),
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_clusters_log_is_private_and_holds_no_personal_data() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let (writes, reads) =
+        conduit::db::open(cluster.pg().connect_options(), 1, Duration::from_secs(10)).await.expect("open the database");
+    let insert = "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x')";
+    sqlx::query(insert).bind("jake").bind("jake.secret@example.com").execute(&writes).await.expect("insert jake");
+    let duplicate = sqlx::query(insert).bind("jake2").bind("jake.secret@example.com").execute(&writes).await;
+    assert!(duplicate.is_err(), "the email is taken");
+    reads.close().await;
+    writes.close().await;
+    // Written by the time the cluster has stopped.
+    cluster.pg_ctl(&["stop", "-w", "-m", "fast"]).await;
+
+    let log_path = cluster.pg().data_dir().parent().expect("the data directory's parent").join("postgres.log");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log_path).expect("the log").permissions());
+    assert_eq!(mode & 0o777, 0o600, "postgres.log is readable by its owner only");
+    let log = std::fs::read_to_string(&log_path).expect("read the log");
+    assert!(log.contains("duplicate key value violates unique constraint"), "the error is logged:\n{log}");
+    assert!(!log.contains("jake.secret"), "no email in the log:\n{log}");
 }

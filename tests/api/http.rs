@@ -223,6 +223,33 @@ async fn readiness_does_not_wait_behind_reads_that_hold_every_connection() {
 }
 
 #[tokio::test]
+async fn readiness_stays_ok_while_every_write_connection_is_busy() {
+    // A busy pool is not down: found when every write connection was held and
+    // the probe queued behind them until it timed out.
+    let app = TestApp::new().await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(app.db.acquire().await.expect("a write connection"));
+    }
+    let started = std::time::Instant::now();
+    let response = app.get("/health/ready", None).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    assert!(started.elapsed() < Duration::from_secs(1), "answered without waiting for a connection");
+    drop(held);
+}
+
+#[tokio::test]
+async fn readiness_turns_off_when_the_server_starts_stopping() {
+    let app = TestApp::new().await;
+    assert_eq!(app.get("/health/ready", None).await.status, StatusCode::OK);
+    app.readiness.stop();
+    let response = app.get("/health/ready", None).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.body, json!({"status": "stopping"}));
+    assert_eq!(app.get("/health/live", None).await.status, StatusCode::OK, "still serving");
+}
+
+#[tokio::test]
 async fn json_responses_say_utf8() {
     let app = TestApp::new().await;
     let ok = app.get("/api/tags", None).await;

@@ -374,7 +374,9 @@ async fn a_stop_under_load_turns_readiness_off_at_once_drains_then_finishes_ever
         outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Answered(status) if *status != 200)).collect();
     let in_drain = outcomes
         .iter()
-        .filter(|(started, o)| *started >= signalled + Duration::from_millis(500) && matches!(o, Outcome::Answered(200)))
+        .filter(|(started, o)| {
+            *started >= signalled + Duration::from_millis(500) && matches!(o, Outcome::Answered(200))
+        })
         .count();
     let last_answered = outcomes
         .iter()
@@ -393,7 +395,10 @@ async fn a_stop_under_load_turns_readiness_off_at_once_drains_then_finishes_ever
         .filter(|(_, o)| *o == Outcome::Failed)
         .map(|(started, _)| started.saturating_duration_since(signalled))
         .collect();
-    assert_eq!(failed, 0, "every request the server accepted was answered; failed ones sent at {failures:?} after SIGTERM");
+    assert_eq!(
+        failed, 0,
+        "every request the server accepted was answered; failed ones sent at {failures:?} after SIGTERM"
+    );
     assert!(not_ok.is_empty(), "{not_ok:?}");
     assert!(in_drain > 0, "the server kept serving during the drain");
     assert!(last_answered >= drain - Duration::from_millis(500), "served until the drain's end: {last_answered:?}");

@@ -159,6 +159,8 @@ pub struct TestApp {
     pub reads: Reads,
     /// The deleted accounts, as the router's authentication path knows them.
     pub deleted_accounts: DeletedAccounts,
+    /// The router's readiness (`/health/ready`).
+    pub readiness: conduit::routes::health::Readiness,
     /// How to reach this test's database.
     pub options: PgConnectOptions,
     name: String,
@@ -194,7 +196,17 @@ impl TestApp {
             hasher: PasswordHasher::new(2).expect("hasher"),
             readiness: Default::default(),
         };
-        Self { router: app::router(state, &options), db, reads, deleted_accounts, options: options_db, name, admin }
+        let readiness = state.readiness.clone();
+        Self {
+            router: app::router(state, &options),
+            db,
+            reads,
+            deleted_accounts,
+            readiness,
+            options: options_db,
+            name,
+            admin,
+        }
     }
 
     /// Sends one request through the router.
