@@ -13,10 +13,14 @@ use crate::{server::http, support::PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
-/// The binary with a clean environment: only PATH and the given variables.
+/// The binary with a clean environment: only PATH and the given variables, and
+/// no drain period on SIGTERM unless they set one.
 fn conduit(vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(vars.iter().copied());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .envs(vars.iter().copied());
     cmd.current_dir(std::env::temp_dir()).stdin(Stdio::null());
     cmd
 }
