@@ -17,7 +17,6 @@ use std::{
 use conduit::{
     app::{AppState, HttpOptions},
     auth::{DeletedAccounts, JwtKeys, PasswordHasher},
-    config::CorsOrigins,
     edge::server::Settings,
     embedded_pg::EmbeddedPostgres,
 };
@@ -123,7 +122,7 @@ async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings)
         hasher: PasswordHasher::new(2).expect("hasher"),
         readiness: Default::default(),
     };
-    let router = conduit::app::router(state, &HttpOptions { cors_origins: CorsOrigins::Any, request_timeout });
+    let router = conduit::app::router(state, &HttpOptions { request_timeout, ..Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
