@@ -107,11 +107,12 @@ pub async fn serve_until(
     settings: &Settings,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let limit = settings.connection_limit(raise_file_limit());
+    let open_files = raise_file_limit();
+    let limit = settings.connection_limit(open_files);
     let timeouts = Timeouts { header_read: settings.header_read_timeout, keep_alive: settings.keep_alive_timeout };
     let (stage, watching) = watch::channel(Stage::Serving);
     let slots = Arc::new(Semaphore::new(limit));
-    tracing::info!(max_connections = limit, ?timeouts, "serving");
+    tracing::info!(max_connections = limit, open_files, ?timeouts, "serving");
 
     {
         let accepting = accept(&listener, &app, timeouts, &watching, &slots);
