@@ -5,9 +5,10 @@
 //! on serving for the drain period ([`Settings::drain`]) so that load balancers
 //! take it out of rotation; its responses meanwhile carry `Connection: close`,
 //! so that clients open their next connection elsewhere. Then it stops
-//! accepting, finishes the requests being answered, closes every other
-//! connection at once (idle ones, and ones that have not sent a whole request),
-//! and returns; connections still open after the grace period are closed.
+//! accepting (serving what is already in the listen backlog), finishes the
+//! requests being answered, closes idle connections at once and those that have
+//! not sent a whole request within [`connection::HEAD_WAIT_ON_STOP`], and
+//! returns; connections still open after the grace period are closed.
 //!
 //! At most [`Settings::max_connections`] connections are open at once: past
 //! that, new ones wait in the listen backlog. Per connection, see
