@@ -9,7 +9,7 @@
 //!
 //! hyper's own `header_read_timeout` cannot tell the two apart (its timer starts
 //! as soon as a connection goes idle), so the connection keeps a little state of
-//! its own ([`Progress`]): whether a request is being answered, since when the
+//! its own (`Progress`): whether a request is being answered, since when the
 //! connection waits, and when the first byte of the next head came. Keeping it
 //! costs a few relaxed atomic operations per request, and one `Instant::now` per
 //! request head and per response; the timer is one per connection, re-armed

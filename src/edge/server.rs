@@ -75,7 +75,7 @@ impl Settings {
     }
 
     /// The configured `MAX_CONNECTIONS`, else what the file limit leaves once
-    /// [`RESERVED_FILES`] are set aside.
+    /// 256 files (`RESERVED_FILES`) are set aside, and at least half of it.
     pub fn connection_limit(&self, file_limit: u64) -> usize {
         self.max_connections.unwrap_or_else(|| {
             let spare = file_limit.saturating_sub(RESERVED_FILES).max(file_limit / 2).max(1);
