@@ -121,7 +121,9 @@ impl Error {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Request { status, .. } => *status,
-            Self::Unavailable | Self::TimedOut | Self::Overloaded | Self::DatabaseDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TimedOut | Self::Overloaded | Self::DatabaseDown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
