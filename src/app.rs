@@ -63,6 +63,8 @@ pub struct AppState {
     /// Accounts whose tokens are refused.
     pub deleted_accounts: DeletedAccounts,
     pub hasher: PasswordHasher,
+    /// Turned off when the server starts stopping (`/health/ready`).
+    pub readiness: health::Readiness,
 }
 
 /// Settings of the HTTP layer.

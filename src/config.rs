@@ -72,6 +72,8 @@ pub struct Config {
     /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
     pub password_hash_queue: usize,
     pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
+    /// Connection bounds and the stop (`crate::edge::server`).
+    pub server: crate::edge::server::Settings,
 }
 
 /// A bad configuration value, naming its variable.
@@ -185,6 +187,8 @@ impl Config {
             return Err(invalid("RUST_LOG", format!("`{log_filter}` is not a valid filter: {err}")));
         }
 
+        let server = crate::edge::server::Settings::from_lookup(&get)?;
+
         Ok(Self {
             database,
             jwt_secret,
@@ -199,6 +203,7 @@ impl Config {
             metrics,
             password_hash_queue,
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
+            server,
         })
     }
 }
@@ -224,7 +229,7 @@ fn secret_len(secret: &SecretString) -> usize {
     secret.expose_secret().len()
 }
 
-fn parse_number<T>(
+pub(crate) fn parse_number<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: T,

@@ -9,7 +9,10 @@
 
 use std::{
     ffi::OsStr,
-    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    os::unix::{
+        fs::{OpenOptionsExt as _, PermissionsExt as _},
+        process::CommandExt as _,
+    },
     path::{Path, PathBuf},
     process::Stdio,
 };
@@ -23,6 +26,12 @@ const PORT: u16 = 5432;
 const SUPERUSER: &str = "postgres";
 pub const DATABASE: &str = "conduit";
 const REQUIRED: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
+
+/// What the cluster logs of a statement's error: its one-line message only. The
+/// DETAIL of a unique violation holds the value (`Key (lower(email))=(...)
+/// already exists`), and the STATEMENT line the query: neither is written, so
+/// `postgres.log` holds no email, username or text of a user.
+const LOG_SETTINGS: &str = "log_error_verbosity = terse\nlog_min_error_statement = panic\n";
 
 /// Why the embedded database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +96,27 @@ impl EmbeddedPostgres {
         PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(SUPERUSER).database(database)
     }
 
+    /// The cluster's data directory (`<data dir>/pgdata`).
+    pub fn data_dir(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// Runs `pg_ctl` on the cluster with `args` (`stop -m fast -w`, `start -w`,
+    /// `restart -w`, ...), as the cluster's owner; a start logs to the same
+    /// `postgres.log`. For tools and tests that stop and start the cluster
+    /// under a running server.
+    pub async fn control(&self, args: &[&str]) -> anyhow::Result<()> {
+        let log = self.pgdata.parent().map(|root| root.join("postgres.log"));
+        match args.first() {
+            Some(&("start" | "restart")) => {
+                let mut all = args.to_vec();
+                all.push("-l");
+                self.pg_ctl(&all, log.as_deref()).await
+            }
+            _ => self.pg_ctl(args, None).await,
+        }
+    }
+
     /// Stops the cluster, letting open transactions roll back ("fast" mode).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"], None).await?;
@@ -144,15 +174,16 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// The cluster listens only on its own socket; rewritten at every start so the
-    /// data directory can be moved.
+    /// The cluster listens only on its own socket, and logs no personal data
+    /// ([`LOG_SETTINGS`]); rewritten at every start so the data directory can be
+    /// moved.
     fn write_settings(&self) -> anyhow::Result<()> {
         let conf = self.pgdata.join("conduit.conf");
         let socket = self.socket_dir.to_str().context("socket directory path is not UTF-8")?;
         std::fs::write(
             &conf,
             format!(
-                "# Written by Conduit at every start.\nlisten_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
+                "# Written by Conduit at every start.\nlisten_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n{LOG_SETTINGS}",
                 socket.replace('\'', "''")
             ),
         )?;
@@ -207,9 +238,15 @@ impl EmbeddedPostgres {
         let mut all: Vec<&OsStr> = vec!["-D".as_ref(), self.pgdata.as_os_str()];
         all.extend(args.iter().map(AsRef::<OsStr>::as_ref));
         if let Some(log) = log {
-            if !log.exists() {
-                std::fs::write(log, "")?;
-            }
+            // Readable by its owner only, whatever mode an older version left it with.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", log.display()))?;
             self.chown(log)?;
             all.push(log.as_os_str());
         }

@@ -96,6 +96,10 @@ pub enum Error {
     /// password hashes' queue is full); shed at once rather than queued.
     #[error("overloaded; shed")]
     Overloaded,
+    /// 503: the database cannot be reached, or the connection to it was lost
+    /// (it stopped, restarted or crashed); a retry later may succeed.
+    #[error("the database is unavailable")]
+    DatabaseDown(sqlx::Error),
     /// 503: the request took longer than `REQUEST_TIMEOUT_SECONDS` and was
     /// abandoned. Not 408, which says the client was too slow to send its
     /// request and invites it to send it again (RFC 9110, 15.5.9): a write that
@@ -122,7 +126,9 @@ impl Error {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Request { status, .. } => *status,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::TimedOut | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TimedOut | Self::Overloaded | Self::DatabaseDown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +151,7 @@ impl Error {
                 format!("too many requests, please try again in {retry_after_secs} s"),
             ),
             Self::Unavailable | Self::Overloaded => ValidationErrors::single("server", "busy, please try again later"),
+            Self::DatabaseDown(_) => ValidationErrors::single("server", "database unavailable, please try again later"),
             Self::TimedOut => ValidationErrors::single("server", "took too long, please try again later"),
             Self::Database(_) | Self::Internal(_) => {
                 ValidationErrors::single("server", "internal error, please try again later")
@@ -161,8 +168,9 @@ impl From<ValidationErrors> for Error {
 }
 
 /// A database failure is never the client's fault: a pool that lent no
-/// connection in time, or a statement cancelled for running too long, is a 503
-/// to retry; anything else a 500. What the client can cause comes typed, as a
+/// connection in time, a statement cancelled for running too long, or a
+/// database that cannot be reached ([`db::is_unavailable`]) is a 503 to retry;
+/// anything else a 500. What the client can cause comes typed, as a
 /// [`db::Error`].
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
@@ -171,6 +179,7 @@ impl From<sqlx::Error> for Error {
             // Cancelled: it ran past `statement_timeout`, the request's time limit
             // (see `db::open`), or an operator cancelled it.
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Self::TimedOut,
+            _ if db::is_unavailable(&err) => Self::DatabaseDown(err),
             _ => Self::Database(err),
         }
     }
@@ -223,6 +232,7 @@ impl IntoResponse for Error {
             Self::Database(err) => tracing::error!(error = ?err, "database error"),
             Self::Internal(err) => tracing::error!(error = ?err, "internal error"),
             Self::Unavailable => tracing::warn!("no database connection in time"),
+            Self::DatabaseDown(err) => tracing::warn!(error = %err, "database unavailable"),
             Self::TimedOut => tracing::warn!("request took longer than the time limit"),
             _ => {}
         }
@@ -268,6 +278,20 @@ mod tests {
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = serde_json::to_value(err.body()).expect("serialises");
         assert_eq!(body, serde_json::json!({"server": ["busy, please try again later"]}));
+    }
+
+    #[test]
+    fn a_database_that_went_away_is_a_503_to_retry_never_a_500() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let reset = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        for err in [refused, reset, sqlx::Error::PoolClosed] {
+            let err = Error::from(err);
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+            let body = serde_json::to_value(err.body()).expect("serialises");
+            assert_eq!(body, serde_json::json!({"server": ["database unavailable, please try again later"]}));
+        }
+        let lost = Error::from(db::Error::Sql(sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe))));
+        assert_eq!(lost.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::{
     config::{Config, Database, DatabaseConfig, JwtSecret},
     db::Reads,
     embedded_pg::EmbeddedPostgres,
+    routes::health::Readiness,
 };
 
 /// Runs the server until SIGINT or SIGTERM, starting and stopping the embedded
@@ -53,7 +54,9 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         deleted_accounts,
         hasher: PasswordHasher::with_queue(crate::auth::password::per_core(), config.password_hash_queue)?,
+        readiness: Readiness::default(),
     };
+    let readiness = state.readiness.clone();
     // Before the router: its metrics layer takes its handles from the recorder. Stops when dropped.
     let _metrics = telemetry::metrics::Exporter::start(&config.metrics, &state).await?;
     let limits = edge::rate_limit::RateLimits::new(&config.rate_limit)?;
@@ -70,8 +73,14 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         .await
         .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Readiness turns off at the signal, before the drain period starts.
+    let shutdown = async move {
+        shutdown_signal().await;
+        readiness.stop();
+    };
+    // Past the drain period, a request just started may run its full time.
     let grace = config.request_timeout + Duration::from_secs(5);
-    serve_until(listener, app, shutdown_signal(), grace).await.context("serving HTTP")
+    edge::server::serve_until(listener, app, shutdown, &config.server, grace).await.context("serving HTTP")
 }
 
 /// The configured database, migrated, with its pools open; [`OpenDatabase::close`]
@@ -131,40 +140,6 @@ impl OpenDatabase {
             None => Ok(()),
         }
     }
-}
-
-/// Serves `app` until `shutdown` resolves, then stops accepting connections and
-/// returns once the requests in flight have been answered, or after `grace` if
-/// some connection will not finish.
-pub async fn serve_until(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = fired.send(());
-    };
-    // Every request carries its peer's address (`ConnectInfo`): the rate limits'
-    // client address starts from it.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
-    let deadline = async move {
-        match on_fire.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        served = server => {
-            served?;
-            tracing::info!("in-flight requests finished; shutting down");
-        }
-        () = deadline => tracing::warn!(?grace, "grace period over: closing the remaining connections"),
-    }
-    Ok(())
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -95,6 +95,21 @@ fn count_refusal(code: Option<&str>) {
     metrics::counter!(crate::telemetry::metrics::STATEMENT_ERRORS, "sqlstate_class" => class).increment(1);
 }
 
+/// Whether `err` says the database cannot be reached, or the connection to it
+/// was lost: nothing about the request itself, and a retry later may succeed.
+/// I/O and TLS failures; a pool closed (the server is stopping); the SQLSTATEs
+/// of class 08 (connection exception), 57P01-57P03 (the server is shutting
+/// down, crashed, or is starting up) and 53300 (no connection slot free).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")),
+        _ => false,
+    }
+}
+
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -139,7 +154,8 @@ pub async fn open(
     max_connections: u32,
     statement_timeout: Duration,
 ) -> anyhow::Result<(PgPool, Reads)> {
-    let migrations = connect(options.clone(), 1).await.context("connecting to PostgreSQL")?;
+    // A database that is still starting is waited for a few seconds.
+    let migrations = pool(options.clone(), 1, Duration::from_secs(5)).await.context("connecting to PostgreSQL")?;
     MIGRATOR.run(&migrations).await.context("applying database migrations")?;
     migrations.close().await;
     let options = with_statement_timeout(options, statement_timeout);
@@ -158,17 +174,33 @@ pub fn with_statement_timeout(options: PgConnectOptions, timeout: Duration) -> P
 ///
 /// A connection is pinged before use only when it has been idle for a second or
 /// more: sqlx's default pings on every acquire, one extra round trip per request.
-/// A connection that breaks while in steady use fails the request that holds it;
-/// the pool then replaces it.
+/// A connection that breaks while in steady use fails the request that holds it
+/// (a 503: a write is not retried); the pool then replaces it.
+///
+/// A connection is waited for [`WRITE_ACQUIRE_TIMEOUT`] at most: sqlx retries a
+/// refused connection until then, and a database that is down must be answered
+/// 503 within two seconds, not after a long queue.
 pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool(options, max_connections, WRITE_ACQUIRE_TIMEOUT).await
+}
+
+/// How long a write waits for a connection, whether the pool is busy or the
+/// database refuses new connections.
+pub const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+async fn pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     let options = session_options(options);
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= std::time::Duration::from_secs(1) {
+                if meta.idle_for >= Duration::from_secs(1) {
                     sqlx::Connection::ping(conn).await?;
                 }
                 Ok(true)

@@ -26,6 +26,15 @@
 //! the same address (a failover) is reached again. An expired connection is not
 //! lent again, even before the pool's task has closed it. Writes keep sqlx's pool:
 //! they run several statements in a transaction.
+//!
+//! A read is idempotent: one that fails because the connection it was lent from
+//! the idle ones had died (PostgreSQL restarted, or ended the session: see
+//! [`super::is_unavailable`]) runs once more, on a new connection. A restart
+//! otherwise fails one read per pooled connection. When PostgreSQL refuses new
+//! connections, the first read to meet it retries for [`CONNECT_RETRY`] (a
+//! server that is starting, a restart); the reads after it, while the refusals
+//! go on, try once: a database that is down is answered within a second, not
+//! after a queue of retries.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -60,6 +69,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// A connection open this long is closed once no read holds it (sqlx's default).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
+/// How long a new connection is retried while PostgreSQL refuses it for a
+/// passing reason.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
 /// How long closing a connection (the Terminate message) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,6 +95,8 @@ struct Inner {
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
     max_lifetime: Duration,
+    /// When a new connection was last refused, if the refusals have not ended.
+    refused_since: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -99,6 +114,8 @@ struct Lease {
     opened: Instant,
     pool: Reads,
     permit: Option<OwnedSemaphorePermit>,
+    /// Taken from the idle ones, rather than opened for this read.
+    reused: bool,
 }
 
 impl Reads {
@@ -126,6 +143,7 @@ impl Reads {
             idle: Mutex::new(Vec::new()),
             idle_timeout,
             max_lifetime,
+            refused_since: Mutex::new(None),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             // A zero period would panic in `interval`.
@@ -136,11 +154,26 @@ impl Reads {
     }
 
     /// Runs `read` (one statement) on a connection of the pool, an idle one if
-    /// there is, else a new one, and takes the connection back.
-    pub async fn run<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>) -> Result<T, Error> {
+    /// there is, else a new one, and takes the connection back. If the idle
+    /// connection turns out to be dead, a copy of `read` runs on a new one
+    /// (`Clone` rather than `AsyncFnMut`, whose futures the compiler cannot yet
+    /// prove `Send` in a handler; a read's closure holds only references).
+    pub async fn run<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error> + Clone,
+    ) -> Result<T, Error> {
         let mut lease = self.acquire().await.map_err(Error::Sql)?;
+        let retry = read.clone();
         let result = read(&mut lease).await;
-        lease.release(result)
+        match result {
+            Err(Error::Sql(err)) if lease.reused && super::is_unavailable(&err) => {
+                tracing::debug!(error = %err, "a pooled connection was lost: reading again on a new one");
+                lease.reconnect().await.map_err(Error::Sql)?;
+                let again = retry(&mut lease).await;
+                lease.release(again)
+            }
+            result => lease.release(result),
+        }
     }
 
     /// [`Reads::run`] if a connection may be had now; `None` when every one the
@@ -193,15 +226,15 @@ impl Reads {
                 idle => break idle,
             }
         };
-        let (conn, opened) = match reused {
-            Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened),
+        let (conn, opened, reused) = match reused {
+            Some(idle) if idle.since.elapsed() < PING_AFTER => (idle.conn, idle.opened, true),
             Some(mut idle) => match idle.conn.ping().await {
-                Ok(()) => (idle.conn, idle.opened),
-                Err(_) => (self.connect().await?, Instant::now()),
+                Ok(()) => (idle.conn, idle.opened, true),
+                Err(_) => (self.connect().await?, Instant::now(), false),
             },
-            None => (self.connect().await?, Instant::now()),
+            None => (self.connect().await?, Instant::now(), false),
         };
-        Ok(Lease { conn: Some(conn), opened, pool: self.clone(), permit: Some(permit) })
+        Ok(Lease { conn: Some(conn), opened, pool: self.clone(), permit: Some(permit), reused })
     }
 
     /// Refuses further reads and closes the idle connections; a lease still out
@@ -229,18 +262,29 @@ impl Reads {
         }
     }
 
-    /// A new connection, retried while PostgreSQL refuses it for a passing
-    /// reason (not listening yet, starting up, out of connection slots), as
-    /// sqlx's pool does; the caller's timeout bounds the retries.
+    /// A new connection, retried for up to [`CONNECT_RETRY`] while PostgreSQL
+    /// refuses it for a passing reason (not listening yet, starting up, out of
+    /// connection slots), as sqlx's pool does; tried only once while earlier
+    /// refusals go on. The caller's timeout bounds it all.
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let started = Instant::now();
         let mut backoff = Duration::from_millis(10);
         loop {
             match PgConnection::connect_with(&self.0.options).await {
                 Err(err) if is_transient(&err) => {
+                    let refusing = *self.0.refused_since().get_or_insert(started);
+                    if refusing < started || started.elapsed() >= CONNECT_RETRY {
+                        return Err(err);
+                    }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
                 }
-                connected => return connected,
+                connected => {
+                    if connected.is_ok() {
+                        *self.0.refused_since() = None;
+                    }
+                    return connected;
+                }
             }
         }
     }
@@ -296,6 +340,10 @@ impl Inner {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn refused_since(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.refused_since.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether `idle` has waited its idle timeout or lived its lifetime.
     fn expired(&self, idle: &Idle) -> bool {
         idle.since.elapsed() >= self.idle_timeout || idle.opened.elapsed() >= self.max_lifetime
@@ -339,6 +387,16 @@ fn retire(conn: PgConnection) {
 }
 
 impl Lease {
+    /// Replaces the lease's connection, found dead, with a new one.
+    async fn reconnect(&mut self) -> Result<(), sqlx::Error> {
+        // Dead: dropped, with no Terminate message to send.
+        self.conn = None;
+        self.conn = Some(self.pool.connect().await?);
+        self.opened = Instant::now();
+        self.reused = false;
+        Ok(())
+    }
+
     /// Ends the lease with the read's result, which it passes through. The
     /// connection goes back to the pool if the read left it ready for the next:
     /// it succeeded, found no row, or PostgreSQL refused the statement (every

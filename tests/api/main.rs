@@ -4,6 +4,7 @@ mod articles;
 mod auth;
 mod comments;
 mod contract;
+mod faults;
 mod headers;
 mod http;
 mod memory;

@@ -69,6 +69,7 @@ async fn sixty_four_readers_of_fifteen_megabytes_of_comments_keep_the_server_und
             .env("JWT_SECRET", JWT_SECRET)
             .env("BIND_ADDR", addr.to_string())
             .env("METRICS_ADDR", "")
+            .env("RATE_LIMIT", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

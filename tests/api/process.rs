@@ -13,10 +13,16 @@ use crate::{server::http, support::PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
-/// The binary with a clean environment: only PATH and the given variables.
+/// The binary with a clean environment: only PATH and the given variables, with
+/// no drain period on SIGTERM and no rate limits unless they set them (the loads
+/// here come from one address; tests/api/rate_limit.rs tests the limits).
 fn conduit(vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(vars.iter().copied());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .env("RATE_LIMIT", "off")
+        .envs(vars.iter().copied());
     cmd.current_dir(std::env::temp_dir()).stdin(Stdio::null());
     cmd
 }
@@ -226,6 +232,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         jwt,
         deleted_accounts,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
+        readiness: Default::default(),
     };
     let options = conduit::app::HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     let router = conduit::app::router(state, &options);
@@ -251,4 +258,196 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
     assert_eq!(created, 51);
     db.close().await;
     pg.stop().await.expect("stop the cluster");
+}
+
+/// What a client saw of one request during a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// No connection: the server no longer accepts.
+    Refused,
+    /// Connected, but no whole response came back.
+    Failed,
+    Answered(u16),
+}
+
+/// One request on a new connection, told apart as [`Outcome`]s.
+async fn attempt(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Outcome {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return Outcome::Refused };
+    let request = crate::server::request(method, path, body, addr);
+    let exchange = async {
+        stream.write_all(request.as_bytes()).await.map_err(|e| ("write", e))?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.map_err(|e| ("read", e))?;
+        Ok::<_, (&str, std::io::Error)>(response)
+    };
+    match tokio::time::timeout(Duration::from_secs(60), exchange).await {
+        Ok(Ok(response)) => match response.split(' ').nth(1).and_then(|s| s.parse().ok()) {
+            Some(status) if response.contains("\r\n\r\n") => Outcome::Answered(status),
+            _ => {
+                eprintln!("failed: {} bytes {:?} from {:?}", response.len(), response, stream.local_addr());
+                Outcome::Failed
+            }
+        },
+        Ok(Err((step, err))) => {
+            eprintln!("failed: {step} {err} from {:?}", stream.local_addr());
+            Outcome::Failed
+        }
+        Err(_) => Outcome::Failed,
+    }
+}
+
+fn pid_of(child: &Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(child.id().try_into().expect("pid"))
+}
+
+/// Waits, up to `within`, for `child` to exit; how long that took, and whether it exited cleanly.
+async fn exit_of(child: &mut Child, within: Duration) -> (Duration, bool) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return (started.elapsed(), status.success());
+        }
+        assert!(started.elapsed() < within, "conduit still running {within:?} after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_load_turns_readiness_off_at_once_drains_then_finishes_every_accepted_request() {
+    let Some(dir) = embedded_temp_dir() else { return };
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let drain = Duration::from_secs(2);
+    let bind = format!("127.0.0.1:{port}");
+    let vars = [
+        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
+        ("BIND_ADDR", bind.as_str()),
+        ("SHUTDOWN_DRAIN_SECONDS", "2"),
+    ];
+    let mut child = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
+    wait_ready(&mut child, addr).await;
+    let register = json!({"user": {"username": "jake", "email": "jake@example.com", "password": PASSWORD}});
+    assert_eq!(http(addr, "POST", "/api/users", &register.to_string()).await.0, 201);
+
+    // Six clients, one request after another until the server refuses them: four
+    // read, two log in (a full Argon2 verification each).
+    let login = json!({"user": {"email": "jake@example.com", "password": PASSWORD}}).to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..6 {
+        let login = login.clone();
+        clients.spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let started = Instant::now();
+                let outcome = match client {
+                    0 | 1 => attempt(addr, "POST", "/api/users/login", &login).await,
+                    2 | 3 => attempt(addr, "GET", "/api/articles?limit=5", "").await,
+                    _ => attempt(addr, "GET", "/api/tags", "").await,
+                };
+                seen.push((started, outcome));
+                if outcome == Outcome::Refused {
+                    return seen;
+                }
+            }
+        });
+    }
+    // A steady load first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let signalled = Instant::now();
+    nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
+    let unready_after = loop {
+        match attempt(addr, "GET", "/health/ready", "").await {
+            Outcome::Answered(503) => break signalled.elapsed(),
+            Outcome::Answered(200) => {}
+            other => panic!("readiness answered {other:?} during the drain"),
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "still ready 1 s after SIGTERM");
+    };
+    let (exited_after, clean) = exit_of(&mut child, drain + Duration::from_secs(30)).await;
+    assert!(clean, "a clean exit after SIGTERM");
+
+    let mut outcomes = Vec::new();
+    while let Some(seen) = clients.join_next().await {
+        outcomes.extend(seen.expect("client"));
+    }
+    let answered = outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Answered(_))).count();
+    let failed = outcomes.iter().filter(|(_, o)| *o == Outcome::Failed).count();
+    let refused = outcomes.iter().filter(|(_, o)| *o == Outcome::Refused).count();
+    let not_ok: Vec<_> =
+        outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Answered(status) if *status != 200)).collect();
+    let in_drain = outcomes
+        .iter()
+        .filter(|(started, o)| {
+            *started >= signalled + Duration::from_millis(500) && matches!(o, Outcome::Answered(200))
+        })
+        .count();
+    let last_answered = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Answered(_)))
+        .map(|(started, _)| started.saturating_duration_since(signalled))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "stop under load (drain {drain:?}): {answered} requests answered, {failed} failed, {refused} refused \
+         (one per client, after the listener closed); {in_drain} answered 200 after readiness turned off; \
+         last request answered was sent {last_answered:?} after SIGTERM; /health/ready 503 {unready_after:?} \
+         after SIGTERM; exit {exited_after:?} after it"
+    );
+    let failures: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Failed)
+        .map(|(started, _)| started.saturating_duration_since(signalled))
+        .collect();
+    assert_eq!(
+        failed, 0,
+        "every request the server accepted was answered; failed ones sent at {failures:?} after SIGTERM"
+    );
+    assert!(not_ok.is_empty(), "{not_ok:?}");
+    assert!(in_drain > 0, "the server kept serving during the drain");
+    assert!(last_answered >= drain - Duration::from_millis(500), "served until the drain's end: {last_answered:?}");
+    assert!(exited_after >= drain, "exited before the drain's end: {exited_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_and_idle_connections_do_not_hold_a_stop() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Some(dir) = embedded_temp_dir() else { return };
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let bind = format!("127.0.0.1:{port}");
+    let vars = [
+        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
+        ("BIND_ADDR", bind.as_str()),
+        ("SHUTDOWN_DRAIN_SECONDS", "1"),
+    ];
+    let mut child = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
+    wait_ready(&mut child, addr).await;
+
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(b"GET /api/tags HTTP/1.1\r\nHost: slow\r\n").await.expect("write");
+        held.push(stream);
+    }
+    // Idle keep-alive connections, after a whole request each.
+    for _ in 0..10 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(b"GET /api/tags HTTP/1.1\r\nHost: idle\r\n\r\n").await.expect("write");
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.expect("a response");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+
+    nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
+    // The drain, the moment a connection is given to finish a head in its buffer,
+    // stopping the cluster, and a margin for a busy machine.
+    let (exited_after, clean) = exit_of(&mut child, Duration::from_secs(1) + Duration::from_secs(4)).await;
+    assert!(clean, "a clean exit after SIGTERM");
+    eprintln!("50 half-sent requests and 10 idle connections open: exit {exited_after:?} after SIGTERM (drain 1 s)");
+    drop(held);
 }

@@ -344,7 +344,12 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     // Served by the server's own loop, which must hand every request its peer.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(conduit::serve_until(listener, app.router.clone(), std::future::pending(), Duration::from_secs(1)));
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        let settings = conduit::edge::server::Settings::default();
+        conduit::edge::server::serve_until(listener, router, std::future::pending(), &settings, Duration::from_secs(1))
+            .await
+    });
     let statuses: Vec<u16> =
         [get_tags(addr, "1.1.1.1").await, get_tags(addr, "2.2.2.2").await, get_tags(addr, "3.3.3.3, 4.4.4.4").await]
             .iter()

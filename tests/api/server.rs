@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use conduit::app::HttpOptions;
+use conduit::{app::HttpOptions, edge::server::Settings};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -20,7 +20,11 @@ async fn start(app: &TestApp) -> (std::net::SocketAddr, tokio::sync::oneshot::Se
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server = tokio::spawn(conduit::serve_until(listener, app.router.clone(), shutdown, Duration::from_secs(5)));
+    let settings = Settings { drain: Duration::ZERO, ..Settings::default() };
+    let router = app.router.clone();
+    let server = tokio::spawn(async move {
+        conduit::edge::server::serve_until(listener, router, shutdown, &settings, Duration::from_secs(5)).await
+    });
     let handle = tokio::spawn(async move {
         server.await.expect("server task").expect("server ran");
     });
@@ -30,11 +34,20 @@ async fn start(app: &TestApp) -> (std::net::SocketAddr, tokio::sync::oneshot::Se
 /// One HTTP/1.1 request on a new connection; returns the status and the body.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
+    stream.write_all(request(method, path, body, addr).as_bytes()).await.expect("write");
+    response(stream).await
+}
+
+/// A request with a JSON body, on a connection closed after it.
+pub fn request(method: &str, path: &str, body: &str, addr: std::net::SocketAddr) -> String {
+    format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    )
+}
+
+/// The status and body of the response that ends `stream`.
+pub async fn response(mut stream: TcpStream) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
@@ -52,12 +65,13 @@ async fn shutdown_finishes_the_requests_in_flight_then_refuses_new_connections()
     app.register("jake").await;
     let (addr, stop, server) = start(&app).await;
 
-    // A login spends a full Argon2 verification: long enough to be caught in flight.
-    let in_flight = tokio::spawn(async move { http(addr, "POST", "/api/users/login", &login_body()).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A login spends a full Argon2 verification: long enough to be caught in
+    // flight. Its request is sent whole before the stop.
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request("POST", "/api/users/login", &login_body(), addr).as_bytes()).await.expect("write");
     stop.send(()).expect("server is running");
 
-    let (status, body) = in_flight.await.expect("request task");
+    let (status, body) = response(stream).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"token\""), "{body}");
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stops").expect("server task");

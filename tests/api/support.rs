@@ -162,6 +162,8 @@ pub struct TestApp {
     pub reads: Reads,
     /// The deleted accounts, as the router's authentication path knows them.
     pub deleted_accounts: DeletedAccounts,
+    /// The router's readiness (`/health/ready`).
+    pub readiness: conduit::routes::health::Readiness,
     /// How to reach this test's database.
     pub options: PgConnectOptions,
     name: String,
@@ -208,13 +210,16 @@ impl TestApp {
             jwt,
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
+            readiness: Default::default(),
         };
+        let readiness = state.readiness.clone();
         Self {
             router: app::router_with_limits(state.clone(), &options, limits),
             state,
             db,
             reads,
             deleted_accounts,
+            readiness,
             options: options_db,
             name,
             admin,
