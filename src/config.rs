@@ -65,6 +65,8 @@ pub struct Config {
     pub log_filter: String,
     /// Longest time a request may take before it is abandoned and answered 503.
     pub request_timeout: Duration,
+    /// OTLP export of spans (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...).
+    pub traces: crate::telemetry::otel::OtlpConfig,
 }
 
 /// A bad configuration value, naming its variable.
@@ -181,6 +183,7 @@ impl Config {
             log_format,
             log_filter,
             request_timeout,
+            traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
         })
     }
 }

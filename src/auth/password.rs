@@ -46,6 +46,7 @@ impl PasswordHasher {
     }
 
     /// Hashes a new password to a PHC string.
+    #[tracing::instrument(name = "argon2.hash", skip_all)]
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.as_str().to_owned();
         let salt = random_salt()?;
@@ -60,6 +61,7 @@ impl PasswordHasher {
     }
 
     /// Whether `password` matches the PHC string `hash`.
+    #[tracing::instrument(name = "argon2.verify", skip_all)]
     pub async fn verify(&self, password: &str, hash: &str) -> anyhow::Result<bool> {
         let password = password.to_owned();
         let hash = hash.to_owned();

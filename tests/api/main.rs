@@ -2,6 +2,7 @@
 
 mod articles;
 mod auth;
+mod cli;
 mod comments;
 mod contract;
 mod http;
@@ -13,4 +14,5 @@ mod server;
 mod statements;
 mod support;
 mod tags;
+mod traces;
 mod users;
