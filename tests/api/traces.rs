@@ -174,11 +174,21 @@ fn database_url(options: &PgConnectOptions) -> String {
     }
 }
 
-/// `conduit` serving `app`'s database on a free port, logging JSON to a buffer.
+/// `conduit` serving `app`'s database on a free port, logging JSON to a buffer;
+/// killed if the test ends without stopping it.
 struct Server {
     child: Child,
     addr: SocketAddr,
-    stdout: std::thread::JoinHandle<Vec<String>>,
+    stdout: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
 }
 
 impl Server {
@@ -204,18 +214,23 @@ impl Server {
         let stdout = std::thread::spawn(move || {
             std::io::BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
         });
+        let mut server = Self { child, addr, stdout: Some(stdout) };
+        server.wait_serving().await;
+        server
+    }
+
+    async fn wait_serving(&mut self) {
         let started = Instant::now();
         loop {
-            assert!(child.try_wait().expect("poll child").is_none(), "conduit exited during start-up");
-            if tokio::net::TcpStream::connect(addr).await.is_ok()
-                && send(addr, "GET", "/health/live", &[], "").await.0 == 200
+            assert!(self.child.try_wait().expect("poll child").is_none(), "conduit exited during start-up");
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && send(self.addr, "GET", "/health/live", &[], "").await.0 == 200
             {
-                break;
+                return;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "not serving after 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { child, addr, stdout }
     }
 
     /// Stops the server with SIGTERM and returns its log lines, parsed.
@@ -228,7 +243,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(self.child.wait().expect("status").success(), "clean exit");
-        let lines = self.stdout.join().expect("stdout reader");
+        let lines = self.stdout.take().expect("read once").join().expect("stdout reader");
         lines.iter().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect()
     }
 }
