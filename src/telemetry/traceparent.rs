@@ -248,6 +248,25 @@ mod tests {
     }
 
     #[test]
+    fn any_byte_anywhere_is_either_refused_or_read_back_as_written() {
+        let example = EXAMPLE.as_bytes();
+        for at in 0..example.len() {
+            for byte in 0..=u8::MAX {
+                let mut value = example.to_vec();
+                value[at] = byte;
+                if let Some(parent) = TraceParent::parse(&value) {
+                    let mut expected = value.clone();
+                    // Only the sampled bit of the flags is kept.
+                    expected[53..55].copy_from_slice(if parent.sampled { b"01" } else { b"00" });
+                    expected[..2].copy_from_slice(b"00");
+                    assert_eq!(&parent.to_bytes()[..], &expected[..], "{:?}", String::from_utf8_lossy(&value));
+                }
+            }
+            assert_eq!(TraceParent::parse(&example[..at]), None, "a truncated value");
+        }
+    }
+
+    #[test]
     fn a_later_version_is_read_as_far_as_version_00_goes() {
         let later = parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds")
             .expect("a later version with more fields");

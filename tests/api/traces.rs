@@ -202,7 +202,6 @@ impl Server {
             .env("JWT_SECRET", JWT_SECRET)
             .env("BIND_ADDR", addr.to_string())
             .env("LOG_FORMAT", "json")
-            .env("SHUTDOWN_DRAIN_SECONDS", "0")
             .envs(vars.iter().copied())
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
