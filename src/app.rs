@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, FromRef, MatchedPath, Request},
+    extract::{DefaultBodyLimit, FromRef, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -36,6 +36,7 @@ use crate::{
     extract::{self, Json},
     openapi::ApiDoc,
     routes::{articles, comments, health, profiles, tags, users},
+    telemetry::{trace::RequestSpanLayer, traceparent::TRACEPARENT},
 };
 
 /// Where the OpenAPI document is served; the interactive docs are at `/docs`.
@@ -44,6 +45,9 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
 /// The request's id: taken from the client when it sends one, made otherwise,
 /// and echoed in the response and the logs.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Sent beside `traceparent` by tracing clients; allowed, not read.
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Sent by some browser clients (jQuery-era frameworks) on every request.
 const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
@@ -130,17 +134,19 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .map_request(crate::edge::request_id::drop_unusable)
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        // The request's span, in the trace its `traceparent` names; `traceparent` back.
+        .layer(RequestSpanLayer)
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let route = req.extensions().get::<MatchedPath>().map_or("<unmatched>", MatchedPath::as_str);
-                    let id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), route, request_id = id, status = tracing::field::Empty)
-                })
+                .make_span_with(|_: &Request| Span::current())
                 .on_request(())
                 .on_response(|res: &Response, latency: Duration, span: &Span| {
                     span.record("status", res.status().as_u16());
-                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
+                    tracing::info!(
+                        status = res.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1e3,
+                        "response"
+                    );
                 })
                 .on_failure(()),
         )
@@ -150,9 +156,7 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         // Outside the error and timeout layers, so browsers can read those answers too.
         .layer(cors(&options.cors_origins))
         .map_response(error_bodies)
-        .layer(CatchPanicLayer::custom(|_| {
-            Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| Error::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
@@ -186,10 +190,18 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUESTED_WITH])
+        // Browser tracing (OpenTelemetry's fetch instrumentation) sends the trace context.
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUESTED_WITH, TRACEPARENT, TRACESTATE])
         // A client in the browser reads `WWW-Authenticate` to learn that its token was
-        // refused, and the rate limits' headers to pace itself.
-        .expose_headers([X_REQUEST_ID, header::WWW_AUTHENTICATE, header::RETRY_AFTER, RATELIMIT, RATELIMIT_POLICY])
+        // refused, the rate limits' headers to pace itself, and `traceparent` to join the trace.
+        .expose_headers([
+            X_REQUEST_ID,
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            RATELIMIT,
+            RATELIMIT_POLICY,
+            TRACEPARENT,
+        ])
         .max_age(Duration::from_secs(3600))
 }
 

@@ -74,6 +74,8 @@ pub struct Config {
     pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
     /// Connection bounds and the stop (`crate::edge::server`).
     pub server: crate::edge::server::Settings,
+    /// OTLP export of spans (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...).
+    pub traces: crate::telemetry::otel::OtlpConfig,
 }
 
 /// A bad configuration value, naming its variable.
@@ -204,6 +206,7 @@ impl Config {
             password_hash_queue,
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
             server,
+            traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
         })
     }
 }

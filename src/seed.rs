@@ -1,7 +1,7 @@
 //! `conduit seed`: fills an empty database with a large, deterministic data set for
 //! load benchmarks.
 //!
-//! `conduit seed --scale s|l [--seed N]` opens the server's database as the server
+//! `conduit seed --scale s|l [--seed N]` (see [`Options`]) opens the server's database as the server
 //! does (`DATABASE_URL`, else the embedded PostgreSQL in `CONDUIT_DATA_DIR`; see
 //! [`crate::open_database`]), which applies the migrations; it reads no other
 //! setting. It refuses a database that already has users or tags, then streams every
@@ -125,39 +125,22 @@ impl Scale {
         Self { users: 100_000, articles: 1_000_000, favorites: 5_000_000, follows: 2_000_000, comments: 2_000_000 };
 }
 
-/// The parsed command line of `conduit seed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The command line of `conduit seed` (parsed by [`crate::cli`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Options {
+    /// How much to generate: `s` (1,000 users, 10,000 articles, ...) or `l` (100 times as many)
+    #[arg(long, value_name = "SCALE", ignore_case = true, value_parser = scale_parser())]
     pub scale: Scale,
+    /// Seed of the generator: the same seed gives the same rows
+    #[arg(long, value_name = "N", default_value_t = 42)]
     pub seed: u64,
 }
 
-pub const USAGE: &str = "usage: conduit seed --scale s|l [--seed N]";
-
-impl Options {
-    /// Parses the arguments after `seed`.
-    pub fn parse(args: &[String]) -> Result<Self, String> {
-        let mut scale = None;
-        let mut seed = 42;
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-            match arg.as_str() {
-                "--scale" => scale = Some(parse_scale(value)?),
-                "--seed" => seed = value.parse().map_err(|_| format!("--seed `{value}` is not a number"))?,
-                other => return Err(format!("unknown argument `{other}`")),
-            }
-        }
-        Ok(Self { scale: scale.ok_or("--scale is required")?, seed })
-    }
-}
-
-fn parse_scale(value: &str) -> Result<Scale, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "s" => Ok(Scale::S),
-        "l" => Ok(Scale::L),
-        _ => Err(format!("--scale `{value}` is neither `s` nor `l`")),
-    }
+/// `s` or `l`, in either case; clap lists them in the help and in its errors.
+fn scale_parser() -> impl clap::builder::TypedValueParser<Value = Scale> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["s", "l"])
+        .map(|name: String| if name.eq_ignore_ascii_case("l") { Scale::L } else { Scale::S })
 }
 
 /// The longest any one statement may run: at scale L, copying a table or compacting
@@ -599,17 +582,6 @@ mod tests {
         let counts = per_user_counts(&mut Rng::new(1), 500, 10, 60);
         assert_eq!(counts.iter().map(|&c| u64::from(c)).sum::<u64>(), 500);
         assert!(counts.iter().all(|&c| c <= 60));
-    }
-
-    #[test]
-    fn arguments_are_parsed_and_checked() {
-        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-        assert_eq!(Options::parse(&args("--scale s")), Ok(Options { scale: Scale::S, seed: 42 }));
-        assert_eq!(Options::parse(&args("--seed 7 --scale L")), Ok(Options { scale: Scale::L, seed: 7 }));
-        assert!(Options::parse(&args("")).is_err());
-        assert!(Options::parse(&args("--scale m")).is_err());
-        assert!(Options::parse(&args("--scale s --seed x")).is_err());
-        assert!(Options::parse(&args("--scale")).is_err());
     }
 
     #[test]

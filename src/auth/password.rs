@@ -92,6 +92,7 @@ impl PasswordHasher {
     }
 
     /// Hashes a new password to a PHC string.
+    #[tracing::instrument(name = "argon2.hash", skip_all)]
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let password = password.as_str().to_owned();
         let salt = random_salt()?;
@@ -106,6 +107,7 @@ impl PasswordHasher {
     }
 
     /// Whether `password` matches the PHC string `hash`.
+    #[tracing::instrument(name = "argon2.verify", skip_all)]
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, HashError> {
         let password = password.to_owned();
         let hash = hash.to_owned();

@@ -2,6 +2,7 @@
 
 mod articles;
 mod auth;
+mod cli;
 mod comments;
 mod contract;
 mod faults;
@@ -18,4 +19,5 @@ mod server;
 mod statements;
 mod support;
 mod tags;
+mod traces;
 mod users;
