@@ -31,7 +31,7 @@ pub use http::HttpMetricsLayer;
 
 use crate::{app::AppState, config::ConfigError, db::Reads};
 
-// The series' names; docs/ops-metrics.md says what each one counts.
+// The series' names; docs/operations/metrics.md says what each one counts.
 pub const HTTP_REQUESTS: &str = "conduit_http_requests_total";
 pub const HTTP_DURATION: &str = "conduit_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "conduit_http_requests_in_flight";
@@ -147,7 +147,7 @@ impl Pools {
         gauge!(POOL_CONNECTIONS, "pool" => "writes").set(writes.size());
         gauge!(POOL_IDLE, "pool" => "writes").set(writes.num_idle() as f64);
         gauge!(POOL_MAX, "pool" => "writes").set(writes.options().get_max_connections());
-        // sqlx's pool does not say how many acquires wait: see docs/ops-metrics.md.
+        // sqlx's pool does not say how many acquires wait: see docs/operations/metrics.md.
         let reads = self.reads.stats();
         gauge!(POOL_CONNECTIONS, "pool" => "reads").set(reads.connections as f64);
         gauge!(POOL_IDLE, "pool" => "reads").set(reads.idle as f64);

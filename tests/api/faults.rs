@@ -3,7 +3,7 @@
 //! PostgreSQL cluster (never the shared server), and the server in-process
 //! ([`conduit::edge::server::serve_until`]); the stop of the real binary is in
 //! `process.rs`. Every wait is for a condition, within a bound; the figures are
-//! printed (`--nocapture`) for docs/ops-faults.md.
+//! printed (`--nocapture`) for docs/operations/faults.md.
 
 use std::{
     net::SocketAddr,

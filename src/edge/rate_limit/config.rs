@@ -24,7 +24,7 @@ pub struct RateLimitConfig {
     pub redis: Option<RedisConfig>,
 }
 
-/// The quota of each policy (see `docs/ops-limits.md`).
+/// The quota of each policy (see `docs/operations/rate-limits.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policies {
     /// Requests without a valid token, per client address.

@@ -1,7 +1,7 @@
 //! Rate limits: a tower layer on every route that charges each request to a
 //! budget (GCRA, see [`gcra`]) and answers `429` when it is spent.
 //!
-//! Policies (quotas in [`config::Policies`], documented in `docs/ops-limits.md`):
+//! Policies (quotas in [`config::Policies`], documented in `docs/operations/rate-limits.md`):
 //!
 //! - `anon`: a request without a valid token, per client address
 //!   ([`crate::edge::client_ip`]); an IPv6 address counts by its /64.
