@@ -130,6 +130,7 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         SwaggerConfig::new([OPENAPI_PATH]).validator_url("none").try_it_out_enabled(true).persist_authorization(false),
     );
 
+    let security_headers = edge::headers::SecurityHeaders::new(options.hsts);
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .map_request(crate::edge::request_id::drop_unusable)
@@ -153,31 +154,31 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         // Outside the limits, error bodies and the timeout: their answers are counted too.
         .layer(crate::telemetry::metrics::HttpMetricsLayer::new())
+        // Outside CORS: its preflight answers get them too.
+        .map_response(move |response| security_headers.apply(response))
         // Outside the error and timeout layers, so browsers can read those answers too.
         .layer(cors(&options.cors_origins))
         .map_response(error_bodies)
         .layer(CatchPanicLayer::custom(|_| Error::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The caller, checked once per request for the extractors and the limits.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
+        // After routing (it reads the matched route) and inside `authenticate` (it
+        // reads who the caller is).
+        .option_layer(limits.layer());
 
-    let app = routes
+    // One `Router::layer` for the whole stack: axum boxes every route again at
+    // each call, and clones a route's boxes for every request.
+    routes
         .route(OPENAPI_PATH, get(move || std::future::ready(Json(openapi.clone()))))
         .merge(edge::headers::docs(docs.into()))
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             Error::request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
-        });
-    // After routing (it reads the matched route) and inside `authenticate` (it
-    // reads who the caller is).
-    let app = match limits.layer() {
-        Some(limits) => app.layer(limits),
-        None => app,
-    };
-    let router = app
-        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
+        })
         .layer(layers)
-        .with_state(state);
-    edge::headers::secure(router, options.hsts)
+        .with_state(state)
 }
 
 /// Browsers on other origins may call the API. Tokens travel in a header, not a

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::{
     Router,
     http::{HeaderName, HeaderValue, header},
+    response::Response,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -36,29 +37,53 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
      font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-/// Wraps the whole router: every answer, errors and CORS preflights included,
-/// gets the headers. `hsts`, when set, adds `Strict-Transport-Security` with that
-/// `max-age` (behind TLS only: see `HSTS_MAX_AGE` in docs/operations.md).
-pub fn secure(router: Router, hsts: Option<Duration>) -> Router {
-    let set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    let router = router
-        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::CACHE_CONTROL, "no-store"))
-        .layer(set(header::REFERRER_POLICY, "no-referrer"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(set(header::CONTENT_SECURITY_POLICY, API_CSP))
-        .layer(set(HeaderName::from_static("cross-origin-opener-policy"), "same-origin"));
-    match hsts {
-        Some(max_age) => {
-            router.layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts_value(max_age)))
+/// The headers every answer gets, unless the answer has its own.
+///
+/// One function over the response, in `app`'s one stack of layers: each
+/// `Router::layer` boxes every route once more, and axum clones the boxes of a
+/// route for every request, so seven header layers of their own cost more than
+/// the headers themselves.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityHeaders {
+    /// `Strict-Transport-Security`, when `HSTS_MAX_AGE` is set.
+    hsts: Option<HeaderValue>,
+}
+
+/// The headers set on every answer that has none of its own.
+const EVERY_ANSWER: [(HeaderName, &str); 6] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CONTENT_SECURITY_POLICY, API_CSP),
+    (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+];
+
+impl SecurityHeaders {
+    /// `hsts`, when set, adds `Strict-Transport-Security` with that `max-age`
+    /// (behind TLS only: see `HSTS_MAX_AGE` in docs/operations.md).
+    pub fn new(hsts: Option<Duration>) -> Self {
+        Self { hsts: hsts.map(hsts_value) }
+    }
+
+    /// Adds each header the answer does not have yet.
+    pub fn apply(&self, mut response: Response) -> Response {
+        let headers = response.headers_mut();
+        for (name, value) in &EVERY_ANSWER {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), HeaderValue::from_static(value));
+            }
         }
-        None => router,
+        if let Some(hsts) = &self.hsts
+            && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY)
+        {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        response
     }
 }
 
-/// The docs' own policy, set inside [`secure`]'s layers so theirs stays off the page.
+/// The docs' own policy, set inside [`SecurityHeaders`] so the API's stays off the page.
 pub fn docs<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP)))
