@@ -9,6 +9,7 @@ use axum::{
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
@@ -200,32 +201,35 @@ fn streamed(rest: Rest, first: Vec<CommentRow>) -> Response {
     let mut head = JsonWriter::with_capacity(page_bytes(&first) + 16);
     head.raw(r#"{"comments":["#);
     let next = write_page(&mut head, first, true);
-    let pages = futures_util::stream::unfold((rest, next), |(rest, next)| async move {
-        let cursor = match next {
-            Next::Done => return None,
-            Next::Close => return Some((Ok(Bytes::from_static(b"]}")), (rest, Next::Done))),
-            Next::After(cursor) => cursor,
-        };
-        let page = rest
-            .reads
-            .run(async |conn| db::comments::list(conn, &rest.slug, rest.viewer, Some(cursor), PAGE).await)
-            .await;
-        match page {
-            Ok(Some(rows)) if !rows.is_empty() => {
-                let mut out = JsonWriter::with_capacity(page_bytes(&rows));
-                let next = write_page(&mut out, rows, false);
-                Some((Ok(out.into_bytes()), (rest, next)))
-            }
-            // No more comments, or the article is gone since the first page.
-            Ok(_) => Some((Ok(Bytes::from_static(b"]}")), (rest, Next::Done))),
-            Err(err) => {
-                tracing::error!(error = %err, slug = %rest.slug, "reading a page of comments failed; answer cut short");
-                Some((Err(err), (rest, Next::Done)))
-            }
-        }
-    });
+    // The pages are read after the handler returned: in the request's span still.
+    let span = tracing::Span::current();
+    let pages = futures_util::stream::unfold((rest, next), move |state| next_page(state).instrument(span.clone()));
     let body = futures_util::stream::once(std::future::ready(Ok(head.into_bytes()))).chain(pages);
     ([(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))], Body::from_stream(body)).into_response()
+}
+
+/// The chunk after `next`, and where the stream is then; `None` once it has ended.
+async fn next_page((rest, next): (Rest, Next)) -> Option<(Result<Bytes, db::Error>, (Rest, Next))> {
+    let cursor = match next {
+        Next::Done => return None,
+        Next::Close => return Some((Ok(Bytes::from_static(b"]}")), (rest, Next::Done))),
+        Next::After(cursor) => cursor,
+    };
+    let page =
+        rest.reads.run(async |conn| db::comments::list(conn, &rest.slug, rest.viewer, Some(cursor), PAGE).await).await;
+    match page {
+        Ok(Some(rows)) if !rows.is_empty() => {
+            let mut out = JsonWriter::with_capacity(page_bytes(&rows));
+            let next = write_page(&mut out, rows, false);
+            Some((Ok(out.into_bytes()), (rest, next)))
+        }
+        // No more comments, or the article is gone since the first page.
+        Ok(_) => Some((Ok(Bytes::from_static(b"]}")), (rest, Next::Done))),
+        Err(err) => {
+            tracing::error!(error = %err, slug = %rest.slug, "reading a page of comments failed; answer cut short");
+            Some((Err(err), (rest, Next::Done)))
+        }
+    }
 }
 
 /// Writes a page's comments, after a comma unless it is the first page; where
