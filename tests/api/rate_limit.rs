@@ -477,6 +477,13 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
     assert_eq!(members, ["a:198.51.100.7"]);
     let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.expect("PTTL");
     assert!(ttl > 29 * 86_400_000, "kept for 30 days: {ttl} ms");
+    // Both keys of the account script share its hash tag: one slot in a Redis Cluster.
+    let tag = |key: &str| key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(tag, _)| tag.to_owned());
+    let buckets: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}login-account:*")).query_async(&mut conn).await.expect("KEYS");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(tag(&buckets[0]).map(|t| t.len()), Some(32), "{buckets:?}");
+    assert_eq!(tag(&buckets[0]), tag(&keys[0]), "{buckets:?} and {keys:?}");
 }
 
 #[tokio::test]

@@ -44,7 +44,8 @@ impl fmt::Display for Subject {
             Self::Address(ip) => write!(f, "a:{ip}"),
             Self::UnknownAddress => f.write_str("a:unknown"),
             Self::User(id) => write!(f, "u:{id}"),
-            Self::Account(account) => write!(f, "e:{account}"),
+            // In braces: the Redis Cluster hash tag its known addresses share.
+            Self::Account(account) => write!(f, "e:{{{account}}}"),
         }
     }
 }
@@ -201,5 +202,6 @@ mod tests {
         assert_ne!(id, AccountId::of_email("jane@example.com"));
         assert_eq!(id.to_string().len(), 32);
         assert!(!format!("{id:?}").contains("jake"));
+        assert_eq!(Subject::Account(id).to_string(), format!("e:{{{id}}}"), "a Redis Cluster hash tag");
     }
 }
