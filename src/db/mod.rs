@@ -85,14 +85,25 @@ impl From<sqlx::Error> for Error {
 
 /// Counts a statement PostgreSQL refused in `conduit_db_statement_errors_total`,
 /// by SQLSTATE class: the code's first two characters (`23` integrity, `57`
-/// operator intervention, ...), a bounded set. Every refusal a statement meets
-/// is classified in [`Error::from`], so this is the one place that counts.
+/// operator intervention, ...), one of PostgreSQL's classes or `other`, a bounded
+/// set of static labels (nothing allocated for the label). Every refusal a
+/// statement meets is classified in [`Error::from`], so this is the one place
+/// that counts.
 fn count_refusal(code: Option<&str>) {
-    let class = match code.and_then(|code| code.get(..2)) {
-        Some(class) if class.bytes().all(|b| b.is_ascii_alphanumeric()) => class.to_ascii_uppercase(),
-        _ => "other".to_owned(),
-    };
+    let class = code.and_then(|code| code.get(..2)).map_or("other", sqlstate_class);
     metrics::counter!(crate::telemetry::metrics::STATEMENT_ERRORS, "sqlstate_class" => class).increment(1);
+}
+
+/// PostgreSQL's SQLSTATE classes (Appendix A of its manual, version 15).
+const SQLSTATE_CLASSES: [&str; 43] = [
+    "00", "01", "02", "03", "08", "09", "0A", "0B", "0F", "0L", "0P", "0Z", "20", "21", "22", "23", "24", "25", "26",
+    "27", "28", "2B", "2D", "2F", "34", "38", "39", "3B", "3D", "3F", "40", "42", "44", "53", "54", "55", "57", "58",
+    "72", "F0", "HV", "P0", "XX",
+];
+
+/// The static label of a code's first two characters: its class, or `other`.
+fn sqlstate_class(prefix: &str) -> &'static str {
+    SQLSTATE_CLASSES.iter().find(|class| class.eq_ignore_ascii_case(prefix)).copied().unwrap_or("other")
 }
 
 /// Whether `err` says the database cannot be reached, or the connection to it
@@ -208,4 +219,19 @@ async fn pool(
         })
         .connect_with(options)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classes_are_bounded_static_labels() {
+        assert_eq!(sqlstate_class("23"), "23");
+        assert_eq!(sqlstate_class("0a"), "0A");
+        assert_eq!(sqlstate_class("P0"), "P0");
+        for unknown in ["ZZ", "99", "é", ""] {
+            assert_eq!(sqlstate_class(unknown), "other", "{unknown:?}");
+        }
+    }
 }

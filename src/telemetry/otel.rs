@@ -36,8 +36,10 @@ impl OtlpConfig {
     /// Reads the standard variables of the OpenTelemetry specification:
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or else
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` appended); `OTEL_SDK_DISABLED=true`
-    /// turns export off; `OTEL_SERVICE_NAME` (default `conduit`); the protocol, if
-    /// given, must be `http/protobuf`, the only one built in. The exporter and the
+    /// turns export off; `OTEL_SERVICE_NAME` (default `conduit`); when spans are
+    /// exported, the protocol (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, or else
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`), if given, must be `http/protobuf`, the only
+    /// one built in; without export neither is checked. The exporter and the
     /// SDK read the others themselves (`OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`,
     /// `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`).
     pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -49,10 +51,10 @@ impl OtlpConfig {
                 return Err(invalid("OTEL_SDK_DISABLED", format!("`{other}` is neither `true` nor `false`")));
             }
         };
-        for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-            if let Some(protocol) = get(var).filter(|p| p.trim() != "http/protobuf") {
-                return Err(invalid(var, format!("`{protocol}` is not supported: only `http/protobuf` is built in")));
-            }
+        if disabled {
+            // Nothing is exported, so nothing else is read: a cluster-wide setting
+            // meant for other services must not stop this one.
+            return Ok(Self { traces_endpoint: None, service_name });
         }
         let traces_endpoint = match (get(TRACES_ENDPOINT), get(ENDPOINT)) {
             (Some(url), _) => Some(checked_url(TRACES_ENDPOINT, url.trim())?),
@@ -61,7 +63,18 @@ impl OtlpConfig {
             }
             (None, None) => None,
         };
-        Ok(Self { traces_endpoint: traces_endpoint.filter(|_| !disabled), service_name })
+        // Only when spans are exported, and only the protocol that applies to
+        // traces: the signal's own variable wins over the general one, as the
+        // specification says.
+        if traces_endpoint.is_some() {
+            let protocol = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+                .into_iter()
+                .find_map(|var| get(var).map(|value| (var, value)));
+            if let Some((var, protocol)) = protocol.filter(|(_, p)| p.trim() != "http/protobuf") {
+                return Err(invalid(var, format!("`{protocol}` is not supported: only `http/protobuf` is built in")));
+            }
+        }
+        Ok(Self { traces_endpoint, service_name })
     }
 }
 
@@ -173,12 +186,28 @@ mod tests {
             (ENDPOINT, "collector:4318"),
             (ENDPOINT, "grpc://collector:4317"),
             (TRACES_ENDPOINT, "not a url"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
             ("OTEL_SDK_DISABLED", "yes"),
         ] {
             assert_eq!(config(&[(var, value)]).expect_err(var).var, var);
         }
+        for (var, value) in
+            [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")]
+        {
+            assert_eq!(config(&[(ENDPOINT, "http://c:4318"), (var, value)]).expect_err(var).var, var);
+        }
         assert!(config(&[(ENDPOINT, "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).is_ok());
+    }
+
+    #[test]
+    fn the_protocol_is_checked_only_when_spans_are_exported() {
+        // A cluster-wide grpc setting meant for other services does not stop start-up
+        // when this one exports nothing.
+        let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        assert_eq!(config(&[grpc]).expect("no endpoint").traces_endpoint, None);
+        let disabled = config(&[grpc, (ENDPOINT, "http://c:4318"), ("OTEL_SDK_DISABLED", "true")]);
+        assert_eq!(disabled.expect("disabled").traces_endpoint, None);
+        // The traces' own protocol wins over the general one.
+        let traces = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf");
+        assert!(config(&[grpc, traces, (ENDPOINT, "http://c:4318")]).is_ok());
     }
 }

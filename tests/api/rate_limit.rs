@@ -422,7 +422,14 @@ async fn odd_forwarding_headers_get_the_normal_answer() {
 #[tokio::test]
 async fn two_servers_on_one_redis_share_one_budget() {
     let prefix = unique_prefix();
-    let vars = [("RATE_LIMIT_ANONYMOUS", "4/1m"), ("REDIS_URL", &redis_url()), ("RATE_LIMIT_REDIS_PREFIX", &prefix)];
+    // A generous timeout: on a loaded machine a 100-ms answer can come late, and a
+    // decision made in-process would split the budget this test counts.
+    let vars = [
+        ("RATE_LIMIT_ANONYMOUS", "4/1m"),
+        ("REDIS_URL", &redis_url()),
+        ("RATE_LIMIT_REDIS_PREFIX", &prefix),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
+    ];
     let app = TestApp::with_limits(&limits(&vars)).await;
     let other =
         conduit::app::router_with_limits(app.state.clone(), &conduit::app::HttpOptions::default(), &limits(&vars));
@@ -455,6 +462,7 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
         ("RATE_LIMIT_LOGIN_ACCOUNT", "2/15m"),
         ("REDIS_URL", &redis_url()),
         ("RATE_LIMIT_REDIS_PREFIX", &prefix),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
     ];
     let app = TestApp::with_limits(&limits(&vars)).await;
     app.register("jake").await;
@@ -477,6 +485,13 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
     assert_eq!(members, ["a:198.51.100.7"]);
     let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.expect("PTTL");
     assert!(ttl > 29 * 86_400_000, "kept for 30 days: {ttl} ms");
+    // Both keys of the account script share its hash tag: one slot in a Redis Cluster.
+    let tag = |key: &str| key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(tag, _)| tag.to_owned());
+    let buckets: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}login-account:*")).query_async(&mut conn).await.expect("KEYS");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(tag(&buckets[0]).map(|t| t.len()), Some(32), "{buckets:?}");
+    assert_eq!(tag(&buckets[0]), tag(&keys[0]), "{buckets:?} and {keys:?}");
 }
 
 #[tokio::test]
@@ -531,6 +546,43 @@ async fn with_redis_unreachable_requests_are_limited_in_process_and_answered_in_
     app.register("jake").await;
     let reply = login(addr, "", "jake@example.com", PASSWORD).await;
     assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// The sum of a counter's series whose labels include `label` (`key="value"`).
+fn counted(exposition: &str, name: &str, label: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn refusals_and_fallbacks_are_counted_through_handles_taken_at_start_up() {
+    // The recorder first, as the server does: the limiter takes its counters from it.
+    let handle = conduit::telemetry::metrics::install().expect("the recorder installs");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let before = handle.render();
+    let app = TestApp::with_limits(&limits(&[
+        ("RATE_LIMIT_REGISTER", "1/1h"),
+        ("REDIS_URL", &format!("redis://127.0.0.1:{port}")),
+        ("RATE_LIMIT_REDIS_PREFIX", &unique_prefix()),
+    ]))
+    .await;
+    app.register("jake").await;
+    let body = json!({"user": {"username": "jane", "email": "jane@example.com", "password": PASSWORD}});
+    app.post("/api/users", None, body).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit");
+    let after = handle.render();
+    let rejections = "conduit_rate_limit_rejections_total";
+    let refused =
+        counted(&after, rejections, r#"policy="register""#) - counted(&before, rejections, r#"policy="register""#);
+    assert!(refused >= 1.0, "{refused} refusals counted: {after}");
+    let fallbacks = "conduit_rate_limit_backend_fallbacks_total";
+    let fell_back = counted(&after, fallbacks, "") - counted(&before, fallbacks, "");
+    assert!(fell_back >= 2.0, "{fell_back} fallbacks counted: {after}");
 }
 
 /// A Redis server of the test's own, on a free port, so that the test can stop,

@@ -102,7 +102,24 @@ impl RateLimitConfig {
             Some(list) => TrustedProxies::parse_list(&list).map_err(|e| invalid("TRUSTED_PROXIES", e))?,
             None => Vec::new(),
         };
-        let header = match get("TRUSTED_PROXY_HEADER").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        // Every peer trusted: any client names its own address, and every budget
+        // per address is void.
+        if let Some(all) = blocks.iter().find(|block| block.is_everything()) {
+            return Err(invalid(
+                "TRUSTED_PROXIES",
+                format!("`{all}` trusts every peer, so any client could choose its address: list your proxies"),
+            ));
+        }
+        let header_setting = get("TRUSTED_PROXY_HEADER");
+        // A header with no proxy to believe it from is never read: almost surely a
+        // forgotten TRUSTED_PROXIES, which would charge every client to the proxy.
+        if let Some(header) = header_setting.as_deref().filter(|_| blocks.is_empty()) {
+            return Err(invalid(
+                "TRUSTED_PROXY_HEADER",
+                format!("`{header}` is set but TRUSTED_PROXIES is not: no peer's header would be read"),
+            ));
+        }
+        let header = match header_setting.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
             Some("forwarded") => ForwardedHeader::Forwarded,
             Some(other) => {
@@ -126,23 +143,19 @@ impl RateLimitConfig {
                 invalid("RATE_LIMIT_KNOWN_ADDRESS_DAYS", format!("`{v}` is not a whole number from 0 to 365"))
             })?,
         };
+        // Checked whether REDIS_URL is set or not: a bad value is a mistake either way.
+        let timeout_ms = match get("RATE_LIMIT_REDIS_TIMEOUT_MS") {
+            None => 100,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|ms| (1..=10_000).contains(ms)).ok_or_else(|| {
+                invalid("RATE_LIMIT_REDIS_TIMEOUT_MS", format!("`{v}` is not a whole number from 1 to 10000"))
+            })?,
+        };
         let redis = match get("REDIS_URL") {
             None => None,
             Some(url)
                 if (url.starts_with("redis://") || url.starts_with("unix://"))
                     && redis::Client::open(url.as_str()).is_ok() =>
             {
-                let timeout_ms = match get("RATE_LIMIT_REDIS_TIMEOUT_MS") {
-                    None => 100,
-                    Some(v) => {
-                        v.trim().parse::<u64>().ok().filter(|ms| (1..=10_000).contains(ms)).ok_or_else(|| {
-                            invalid(
-                                "RATE_LIMIT_REDIS_TIMEOUT_MS",
-                                format!("`{v}` is not a whole number from 1 to 10000"),
-                            )
-                        })?
-                    }
-                };
                 Some(RedisConfig {
                     url: SecretString::from(url),
                     prefix: get("RATE_LIMIT_REDIS_PREFIX").unwrap_or_else(|| "conduit:rl:".to_owned()),
@@ -279,5 +292,35 @@ mod tests {
         }
         let err = read(&[("REDIS_URL", "redis://x"), ("RATE_LIMIT_REDIS_TIMEOUT_MS", "0")]).expect_err("timeout");
         assert_eq!(err.var, "RATE_LIMIT_REDIS_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn a_bad_redis_timeout_is_refused_even_without_redis() {
+        for value in ["0", "10001", "fast"] {
+            let err = read(&[("RATE_LIMIT_REDIS_TIMEOUT_MS", value)]).expect_err(value);
+            assert_eq!(err.var, "RATE_LIMIT_REDIS_TIMEOUT_MS");
+        }
+        assert!(read(&[("RATE_LIMIT_REDIS_TIMEOUT_MS", "250")]).is_ok());
+    }
+
+    #[test]
+    fn trusting_every_peer_is_refused() {
+        for list in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 0.0.0.0/0", "::1, ::/0"] {
+            let err = read(&[("TRUSTED_PROXIES", list)]).expect_err(list);
+            assert_eq!(err.var, "TRUSTED_PROXIES", "{list}");
+            assert!(err.message.contains("/0"), "{list}: {}", err.message);
+        }
+        // The narrowest blocks that are not everything are still accepted.
+        assert!(read(&[("TRUSTED_PROXIES", "0.0.0.0/1, ::/1")]).is_ok());
+    }
+
+    #[test]
+    fn a_proxy_header_without_trusted_proxies_is_refused() {
+        for header in ["forwarded", "x-forwarded-for"] {
+            let err = read(&[("TRUSTED_PROXY_HEADER", header)]).expect_err(header);
+            assert_eq!(err.var, "TRUSTED_PROXY_HEADER");
+        }
+        let config = read(&[("TRUSTED_PROXY_HEADER", "forwarded"), ("TRUSTED_PROXIES", "10.0.0.1")]).expect("valid");
+        assert_eq!(config.trusted_proxies.header(), ForwardedHeader::Forwarded);
     }
 }

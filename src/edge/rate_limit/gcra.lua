@@ -2,6 +2,12 @@
 -- microseconds, on Redis's clock (TIME), so that instances with skewed clocks
 -- agree.
 --
+-- Written to run on Redis 3.2 and later: a script that reads TIME and then
+-- writes must replicate its effects, not itself (the default from Redis 5 on;
+-- before it, the first line turns it on, and later it is a harmless no-op).
+-- With KEYS[2], both keys carry the account's hash tag (`{<hex>}`), so that in
+-- a Redis Cluster they live in one slot, as a script's keys must.
+--
 -- KEYS[1]  the bucket: its value is the key's TAT, and it expires when the
 --          quota is whole again (nothing is left to clean up).
 -- KEYS[2]  optional: the account's known addresses (a sorted set, address ->
@@ -14,6 +20,7 @@
 -- Returns {outcome, ahead}: outcome 1 allowed, 0 refused, 2 exempt; ahead is
 -- how far the TAT is past now, in microseconds, once the request is counted
 -- (or, when refused, as it stands).
+redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 if KEYS[2] then

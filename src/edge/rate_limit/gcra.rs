@@ -48,8 +48,11 @@ pub struct Decision {
     /// Requests still available now (the `r` of the `RateLimit` header).
     pub remaining: u64,
     /// Microseconds until one more request is available: within it the client
-    /// can use no more than `remaining` (the `t` of the `RateLimit` header), and,
-    /// when refused, how long to wait (`Retry-After`).
+    /// can use no more than `remaining`, and, when refused, how long to wait
+    /// (`Retry-After`). It is the `t` of the `RateLimit` header, draft -11's
+    /// "effective window": the seconds "within which the client can use no more
+    /// than the available quota". Not the time until the whole quota is back:
+    /// within that, units come back one by one and more than `remaining` can be used.
     pub wait_us: u64,
 }
 
@@ -155,7 +158,7 @@ impl<K: Hash + Eq> ExpiringMap<K> {
     pub fn remember(&self, key: K, until_us: u64, now_us: u64, max_per_shard: usize) -> bool {
         let mut shard = self.shard(&key);
         if shard.deadlines.len() >= max_per_shard && !shard.deadlines.contains_key(&key) {
-            shard.deadlines.retain(|_, deadline| *deadline > now_us);
+            shard.sweep(now_us);
             if shard.deadlines.len() >= max_per_shard {
                 return false;
             }
@@ -189,9 +192,19 @@ impl<K: Hash + Eq> Default for ExpiringMap<K> {
 impl<K: Hash + Eq> Shard<K> {
     fn sweep_if_due(&mut self, now_us: u64) {
         if self.deadlines.len() >= self.sweep_at {
-            self.deadlines.retain(|_, deadline| *deadline > now_us);
-            self.sweep_at = (self.deadlines.len() * 2).max(FIRST_SWEEP);
+            self.sweep(now_us);
         }
+    }
+
+    /// Drops expired keys; when a spike has passed (under a quarter of the table
+    /// is used), gives the table's memory back, keeping room to double.
+    fn sweep(&mut self, now_us: u64) {
+        self.deadlines.retain(|_, deadline| *deadline > now_us);
+        let len = self.deadlines.len();
+        if len < self.deadlines.capacity() / 4 {
+            self.deadlines.shrink_to((len * 2).max(FIRST_SWEEP));
+        }
+        self.sweep_at = (len * 2).max(FIRST_SWEEP);
     }
 }
 
@@ -250,6 +263,21 @@ mod tests {
         }
         // 10 s of keys, of which the last second's are live.
         assert!(map.len() < 2 * SHARDS * FIRST_SWEEP + 2 * 10_000, "{} keys held", map.len());
+    }
+
+    #[test]
+    fn a_sweep_after_a_spike_gives_the_memory_back() {
+        let mut shard = Shard { deadlines: HashMap::with_hasher(RandomState::new()), sweep_at: FIRST_SWEEP };
+        for i in 0..100_000u64 {
+            shard.deadlines.insert(i, if i < 10 { 10 * SECOND } else { SECOND });
+        }
+        let spike = shard.deadlines.capacity();
+        assert!(spike >= 100_000);
+        shard.sweep(2 * SECOND);
+        assert_eq!(shard.deadlines.len(), 10);
+        assert!(shard.deadlines.capacity() < spike / 16, "{} of {spike} kept", shard.deadlines.capacity());
+        assert!(shard.deadlines.capacity() >= FIRST_SWEEP, "room for the next sweep's worth");
+        assert_eq!(shard.sweep_at, FIRST_SWEEP);
     }
 
     #[test]

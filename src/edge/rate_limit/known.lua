@@ -4,6 +4,8 @@
 --          milliseconds on Redis's clock (TIME).
 -- ARGV[1]  the address; ARGV[2] how long to remember it, in ms; ARGV[3] how many
 --          addresses an account keeps (the most recent), which bounds the set.
+-- TIME, then writes: effects replication (see gcra.lua).
+redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[2])

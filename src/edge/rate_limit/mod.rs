@@ -74,6 +74,8 @@ pub enum Policy {
 }
 
 impl Policy {
+    const ALL: [Self; 5] = [Self::Anonymous, Self::User, Self::Login, Self::LoginAccount, Self::Register];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Anonymous => "anon",
@@ -128,8 +130,12 @@ impl RateLimits {
             trusted_proxies: config.trusted_proxies.clone(),
             policies: config.policies,
             known_address_ttl: config.known_address_ttl,
-            store: Store { local: LocalStore::default(), redis },
+            store: Store::new(LocalStore::default(), redis),
             headers,
+            // The recorder is installed before the router is built, so these are its
+            // handles (no registry lookup per refusal).
+            rejections: Policy::ALL
+                .map(|policy| metrics::counter!("conduit_rate_limit_rejections_total", "policy" => policy.name())),
             warned_no_peer: AtomicBool::new(false),
         }))))
     }
@@ -164,6 +170,8 @@ struct Limiter {
     known_address_ttl: Duration,
     store: Store,
     headers: PolicyHeaders,
+    /// `conduit_rate_limit_rejections_total`, by [`Policy`] in `Policy::ALL`'s order.
+    rejections: [metrics::Counter; 5],
     warned_no_peer: AtomicBool,
 }
 
@@ -212,7 +220,7 @@ impl Limiter {
         };
         let decision = self.store.check(policy, subject, policy.rate(&self.policies)).await;
         if !decision.allowed {
-            return refuse(policy_header, &[(policy, decision)], policy);
+            return self.refuse(policy_header, &[(policy, decision)], policy);
         }
         if route != Route::Login {
             let mut response = call(&mut inner, request).await;
@@ -243,7 +251,7 @@ impl Limiter {
         let decisions = [(policy, decision), (Policy::LoginAccount, account_decision.unwrap_or(decision))];
         let decisions = if account_decision.is_some() { &decisions[..] } else { &decisions[..1] };
         if account_decision.is_some_and(|d| !d.allowed) {
-            return refuse(policy_header, decisions, Policy::LoginAccount);
+            return self.refuse(policy_header, decisions, Policy::LoginAccount);
         }
         let mut response = call(&mut inner, Request::from_parts(parts, Body::from(bytes))).await;
         if response.status() == StatusCode::OK
@@ -251,6 +259,15 @@ impl Limiter {
         {
             self.store.remember(account, subject, self.known_address_ttl).await;
         }
+        annotate(&mut response, policy_header, decisions);
+        response
+    }
+
+    /// The 429, with the headers of every policy that was checked.
+    fn refuse(&self, policy_header: &HeaderValue, decisions: &[(Policy, Decision)], refused_by: Policy) -> Response {
+        self.rejections[refused_by as usize].increment(1);
+        let retry_after = decisions.iter().filter(|(_, d)| !d.allowed).map(|(_, d)| d.wait_secs()).max().unwrap_or(1);
+        let mut response = Error::TooManyRequests { retry_after_secs: retry_after.max(1) }.into_response();
         annotate(&mut response, policy_header, decisions);
         response
     }
@@ -276,27 +293,52 @@ fn login_account(body: &[u8]) -> Option<AccountId> {
     (!email.is_empty()).then(|| AccountId::of_email(email))
 }
 
-/// The 429, with the headers of every policy that was checked.
-fn refuse(policy_header: &HeaderValue, decisions: &[(Policy, Decision)], refused_by: Policy) -> Response {
-    metrics::counter!("conduit_rate_limit_rejections_total", "policy" => refused_by.name()).increment(1);
-    let retry_after = decisions.iter().filter(|(_, d)| !d.allowed).map(|(_, d)| d.wait_secs()).max().unwrap_or(1);
-    let mut response = Error::TooManyRequests { retry_after_secs: retry_after.max(1) }.into_response();
-    annotate(&mut response, policy_header, decisions);
-    response
-}
-
-/// Adds `RateLimit-Policy` and `RateLimit`, e.g. `"anon";r=599;t=1`.
+/// Adds `RateLimit-Policy` (built once per route) and `RateLimit`, e.g.
+/// `"anon";r=599;t=1`, written into a buffer on the stack: the header value's own
+/// copy is the only allocation.
 fn annotate(response: &mut Response, policy_header: &HeaderValue, decisions: &[(Policy, Decision)]) {
-    let mut value = String::with_capacity(48);
+    let mut value = HeaderBuf::default();
     for (i, (policy, decision)) in decisions.iter().enumerate() {
-        use std::fmt::Write as _;
-        let separator = if i == 0 { "" } else { ", " };
-        let _ = write!(value, "{separator}\"{}\";r={};t={}", policy.name(), decision.remaining, decision.wait_secs());
+        if i > 0 {
+            value.push(b", ");
+        }
+        value.push(b"\"");
+        value.push(policy.name().as_bytes());
+        value.push(b"\";r=");
+        value.push(itoa::Buffer::new().format(decision.remaining).as_bytes());
+        value.push(b";t=");
+        value.push(itoa::Buffer::new().format(decision.wait_secs()).as_bytes());
     }
     let headers = response.headers_mut();
     headers.insert(RATELIMIT_POLICY, policy_header.clone());
-    if let Ok(value) = HeaderValue::try_from(value) {
+    if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
         headers.insert(RATELIMIT, value);
+    }
+}
+
+/// Room for two items of the longest policy name with 20-digit numbers.
+#[derive(Debug)]
+struct HeaderBuf {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Default for HeaderBuf {
+    fn default() -> Self {
+        Self { bytes: [0; 128], len: 0 }
+    }
+}
+
+impl HeaderBuf {
+    /// Appends `part`; what does not fit is cut off (never with the sizes above).
+    fn push(&mut self, part: &[u8]) {
+        let end = (self.len + part.len()).min(self.bytes.len());
+        self.bytes[self.len..end].copy_from_slice(&part[..end - self.len]);
+        self.len = end;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -355,6 +397,30 @@ mod tests {
         assert_eq!(route_of(&Method::GET, Some("/health/ready")), Route::Exempt);
         assert_eq!(route_of(&Method::GET, Some("/api/articles/{slug}")), Route::General);
         assert_eq!(route_of(&Method::GET, None), Route::General);
+    }
+
+    #[test]
+    fn policies_index_their_counters_in_order() {
+        for (i, policy) in Policy::ALL.into_iter().enumerate() {
+            assert_eq!(policy as usize, i, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn the_ratelimit_header_lists_each_budget_charged() {
+        let decision = |remaining, wait_us| Decision { allowed: true, remaining, wait_us };
+        let mut response = Response::new(Body::empty());
+        let policy = HeaderValue::from_static("\"p\";q=1;w=1");
+        let longest = [(Policy::LoginAccount, decision(u64::MAX, u64::MAX)); 2];
+        annotate(&mut response, &policy, &longest);
+        let max = u64::MAX.div_ceil(1_000_000);
+        assert_eq!(
+            response.headers()[RATELIMIT],
+            format!("\"login-account\";r={};t={max}, \"login-account\";r={};t={max}", u64::MAX, u64::MAX).as_str()
+        );
+        annotate(&mut response, &policy, &[(Policy::Anonymous, decision(599, 1))]);
+        assert_eq!(response.headers()[RATELIMIT], "\"anon\";r=599;t=1");
+        assert_eq!(response.headers()[RATELIMIT_POLICY], policy);
     }
 
     #[test]

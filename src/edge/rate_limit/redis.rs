@@ -77,8 +77,11 @@ impl RedisStore {
         })
     }
 
+    /// The account's known addresses. The hex in braces is a Redis Cluster hash
+    /// tag, the same as in its bucket's key (`login-account:e:{<hex>}`): a script
+    /// given both keys needs them in one slot.
     fn known_key(&self, account: AccountId) -> String {
-        format!("{}known:{account}", self.prefix)
+        format!("{}known:{{{account}}}", self.prefix)
     }
 
     /// One GCRA step for `subject` under `policy`, exempt when `exempt_if_known`

@@ -44,7 +44,8 @@ impl fmt::Display for Subject {
             Self::Address(ip) => write!(f, "a:{ip}"),
             Self::UnknownAddress => f.write_str("a:unknown"),
             Self::User(id) => write!(f, "u:{id}"),
-            Self::Account(account) => write!(f, "e:{account}"),
+            // In braces: the Redis Cluster hash tag its known addresses share.
+            Self::Account(account) => write!(f, "e:{{{account}}}"),
         }
     }
 }
@@ -129,16 +130,25 @@ impl LocalStore {
 pub struct Store {
     pub local: LocalStore,
     pub redis: Option<RedisStore>,
+    /// `conduit_rate_limit_backend_fallbacks_total`: a decision made in this
+    /// process because Redis could not answer (a handle, taken once: it is
+    /// counted on every request while Redis is away).
+    fallbacks: metrics::Counter,
 }
 
 impl Store {
+    /// Takes the metrics handle from the recorder installed now.
+    pub fn new(local: LocalStore, redis: Option<RedisStore>) -> Self {
+        Self { local, redis, fallbacks: metrics::counter!("conduit_rate_limit_backend_fallbacks_total") }
+    }
+
     /// Charges one request to `subject`'s budget under `policy`.
     pub async fn check(&self, policy: Policy, subject: Subject, rate: Rate) -> Decision {
         if let Some(redis) = &self.redis {
             match redis.check(policy, subject, None, rate).await {
                 Some(Some(decision)) => return decision,
                 Some(None) => {} // exempt: only asked of account budgets
-                None => count_fallback(),
+                None => self.fallbacks.increment(1),
             }
         }
         self.local.check(policy, subject, rate)
@@ -150,7 +160,7 @@ impl Store {
         if let Some(redis) = &self.redis {
             match redis.check(Policy::LoginAccount, Subject::Account(account), Some((account, address)), rate).await {
                 Some(decision) => return decision,
-                None => count_fallback(),
+                None => self.fallbacks.increment(1),
             }
         }
         if self.local.is_known(account, address) {
@@ -170,11 +180,6 @@ impl Store {
             redis.remember(account, address, ttl).await;
         }
     }
-}
-
-/// A decision made in this process because Redis could not answer.
-fn count_fallback() {
-    metrics::counter!("conduit_rate_limit_backend_fallbacks_total").increment(1);
 }
 
 #[cfg(test)]
@@ -201,5 +206,6 @@ mod tests {
         assert_ne!(id, AccountId::of_email("jane@example.com"));
         assert_eq!(id.to_string().len(), 32);
         assert!(!format!("{id:?}").contains("jake"));
+        assert_eq!(Subject::Account(id).to_string(), format!("e:{{{id}}}"), "a Redis Cluster hash tag");
     }
 }
