@@ -85,7 +85,7 @@ async fn the_metrics_listener_serves_every_series_in_the_prometheus_text_format(
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let pools = Pools { writes: app.db.clone(), reads: app.reads.clone() };
-    let exporter = Exporter::serve(listener, handle, pools).expect("serve");
+    let exporter = Exporter::serve(listener, handle, pools, &Default::default()).expect("serve");
     let (status, head, body) = get(exporter.local_addr(), "/metrics").await;
     assert_eq!(status, 200, "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
