@@ -61,10 +61,11 @@ pub enum Stage {
     /// Serving normally.
     Serving,
     /// Stopping soon: responses carry `Connection: close`, so that clients open
-    /// their next connection elsewhere; connections are otherwise served as usual.
+    /// their next connection elsewhere, and idle keep-alive connections are
+    /// closed; connections are otherwise served as usual.
     Draining,
-    /// Stopped accepting: a request being answered is finished, any other
-    /// connection is closed.
+    /// Stopped accepting: a request being answered is finished, one not whole
+    /// yet has [`HEAD_WAIT_ON_STOP`] to come whole, any other connection is closed.
     Closing,
     /// The grace period is over: every connection is closed.
     Aborting,
@@ -79,7 +80,8 @@ pub struct Timeouts {
 }
 
 /// When the server stops accepting, how long a connection that has not sent a
-/// whole request yet may still take to do so.
+/// whole request yet (its head, or a body the application waits for) may still
+/// take to do so.
 pub const HEAD_WAIT_ON_STOP: Duration = Duration::from_millis(500);
 
 /// Serves one accepted connection until it ends, times out, or the server stops.
