@@ -58,8 +58,10 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         readiness: Readiness::default(),
     };
     let readiness = state.readiness.clone();
+    // Before the server, so that no signal is missed; and they stay caught.
+    let mut signals = StopSignals::install()?;
     // Before the router: its metrics layer takes its handles from the recorder. Stops when dropped.
-    let _metrics = telemetry::metrics::Exporter::start(&config.metrics, &state).await?;
+    let _metrics = telemetry::metrics::Exporter::start(&config.metrics, &config.server, &state).await?;
     let limits = edge::rate_limit::RateLimits::new(&config.rate_limit)?;
     let app = app::router_with_limits(
         state,
@@ -74,14 +76,34 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         .await
         .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    // Readiness turns off at the signal, before the drain period starts.
-    let shutdown = async move {
-        shutdown_signal().await;
-        readiness.stop();
-    };
-    // Past the drain period, a request just started may run its full time.
-    let grace = config.request_timeout + Duration::from_secs(5);
-    edge::server::serve_until(listener, app, shutdown, &config.server, grace).await.context("serving HTTP")
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = edge::server::serve_until(
+        listener,
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        &config.server,
+    );
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => return served.context("serving HTTP"),
+        signal = signals.next() => {
+            tracing::info!(signal, "stopping: readiness off");
+            // Readiness turns off at the signal, before the drain period starts.
+            readiness.stop();
+            let _ = stop.send(());
+        }
+    }
+    // A second signal cuts the stop short: every connection is closed now (the
+    // pools are still closed and the embedded cluster stopped).
+    tokio::select! {
+        served = &mut serving => served.context("serving HTTP"),
+        signal = signals.next() => {
+            tracing::warn!(signal, "second stop signal: closing every connection now, without the drain or the grace period");
+            Ok(())
+        }
+    }
 }
 
 /// The configured database, migrated, with its pools open; [`OpenDatabase::close`]
@@ -143,28 +165,28 @@ impl OpenDatabase {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// SIGINT and SIGTERM, caught from their installation on (no longer ending the
+/// process): the first starts the stop, a second cuts it short.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
     }
 }
 

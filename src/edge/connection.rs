@@ -1,25 +1,32 @@
-//! One client connection: HTTP/1.1 served by hyper, watched for the two ways a
+//! One client connection: HTTP/1.1 served by hyper, watched for the three ways a
 //! client can hold a connection without using it.
 //!
 //! - Dribbling a request head: the head must be complete within the
 //!   header-read timeout of the connection's opening, or of the first byte of
 //!   a later request.
+//! - Stalling a request body: a request whose body the application waits for
+//!   gets no byte of it for the header-read timeout: the connection is closed.
 //! - Idling between requests: a keep-alive connection with no byte of a new
 //!   request for the keep-alive timeout is closed.
 //!
-//! hyper's own `header_read_timeout` cannot tell the two apart (its timer starts
-//! as soon as a connection goes idle), so the connection keeps a little state of
-//! its own (`Progress`): whether a request is being answered, since when the
-//! connection waits, and when the first byte of the next head came. Keeping it
-//! costs a few relaxed atomic operations per request, and one `Instant::now` per
-//! request head and per response; the timer is one per connection, re-armed
-//! only when it fires.
+//! hyper's own `header_read_timeout` cannot tell these apart (its timer starts
+//! as soon as a connection goes idle, and it has none for bodies), so the
+//! connection keeps a little state of its own (`Progress`): whether a request
+//! is being answered, since when the connection waits, when the first byte of
+//! the next head came, and since when the application waits for body bytes.
+//! Keeping it costs a few relaxed atomic operations per request, one
+//! `Instant::now` per request head and per response, and one each time the
+//! application finds a request body's next bytes not there yet; the timer is one
+//! per connection, re-armed only when it fires.
 //!
-//! The same state decides what a stop does to the connection ([`Stage`]): a
-//! request being answered is finished (with `Connection: close`); an idle
-//! keep-alive connection is closed at once; one that has not sent a complete
-//! request yet is closed unless its head comes whole within
-//! [`HEAD_WAIT_ON_STOP`] (a request already in the socket's buffer is served).
+//! The same state decides what a stop does to the connection ([`Stage`]).
+//! When the drain starts, an idle keep-alive connection is closed (its client
+//! reconnects while the server still accepts) and one answering a request is
+//! closed after its response. When the server stops accepting, a request being
+//! answered is finished (with `Connection: close`), an idle keep-alive
+//! connection is closed at once, and one whose request is not whole yet (head or
+//! body) is closed unless it comes whole within [`HEAD_WAIT_ON_STOP`] (a request
+//! already in the socket's buffer is served).
 
 use std::{
     io,
@@ -54,10 +61,11 @@ pub enum Stage {
     /// Serving normally.
     Serving,
     /// Stopping soon: responses carry `Connection: close`, so that clients open
-    /// their next connection elsewhere; connections are otherwise served as usual.
+    /// their next connection elsewhere, and idle keep-alive connections are
+    /// closed; connections are otherwise served as usual.
     Draining,
-    /// Stopped accepting: a request being answered is finished, any other
-    /// connection is closed.
+    /// Stopped accepting: a request being answered is finished, one not whole
+    /// yet has [`HEAD_WAIT_ON_STOP`] to come whole, any other connection is closed.
     Closing,
     /// The grace period is over: every connection is closed.
     Aborting,
@@ -72,7 +80,8 @@ pub struct Timeouts {
 }
 
 /// When the server stops accepting, how long a connection that has not sent a
-/// whole request yet may still take to do so.
+/// whole request yet (its head, or a body the application waits for) may still
+/// take to do so.
 pub const HEAD_WAIT_ON_STOP: Duration = Duration::from_millis(500);
 
 /// Serves one accepted connection until it ends, times out, or the server stops.
@@ -95,8 +104,8 @@ pub async fn serve(
 
     let check = tokio::time::sleep(timeouts.header_read);
     tokio::pin!(check);
-    // Once the server stops accepting: when a connection that has not sent a
-    // whole request yet is closed.
+    // Once the server stops accepting: when a connection whose request is not
+    // whole yet is closed.
     let mut closing_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -106,35 +115,52 @@ pub async fn serve(
                 }
                 return;
             }
-            () = check.as_mut() => match progress.deadline(timeouts).map(|at| closing_at.map_or(at, |closing| at.min(closing))) {
-                Some(deadline) if deadline <= tokio::time::Instant::now() => {
-                    tracing::debug!(%peer, "connection closed: request head or next request too slow");
-                    return;
+            () = check.as_mut() => {
+                let now = tokio::time::Instant::now();
+                match progress.deadline(timeouts) {
+                    Some(deadline) => {
+                        let deadline = closing_at.map_or(deadline, |closing| deadline.min(closing));
+                        if deadline <= now {
+                            tracing::debug!(%peer, "connection closed: its client sent too little, too slowly");
+                            return;
+                        }
+                        check.as_mut().reset(deadline);
+                    }
+                    // A request is being answered, and its body (if any) is not
+                    // awaited: the request timeout bounds it. During a stop, check
+                    // often whether it starts waiting for its client.
+                    None => check.as_mut().reset(now + closing_at.map_or(timeouts.header_read, |_| HEAD_WAIT_ON_STOP)),
                 }
-                Some(deadline) => check.as_mut().reset(deadline),
-                // A request is being answered: the request timeout bounds it.
-                None => check.as_mut().reset(tokio::time::Instant::now() + timeouts.header_read),
-            },
+            }
             changed = stage.changed() => {
                 let now = if changed.is_ok() { *stage.borrow_and_update() } else { Stage::Aborting };
                 match now {
                     Stage::Serving => {}
-                    Stage::Draining => draining.store(true, Ordering::Relaxed),
+                    Stage::Draining => {
+                        draining.store(true, Ordering::Relaxed);
+                        // Closes an idle keep-alive connection at once (its client
+                        // opens the next one while the server still accepts), and one
+                        // answering a request after its response, even if that
+                        // response was made before the drain began. Not a connection
+                        // whose request is on its way: hyper would close it at once
+                        // too; its response will say `Connection: close`.
+                        if progress.is_idle() || progress.is_answering() {
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
                     Stage::Closing => {
                         draining.store(true, Ordering::Relaxed);
-                        if progress.never_answered() {
-                            // Not hyper's graceful shutdown, which closes at once a
-                            // connection it has read nothing from yet: its request may
-                            // be in the socket's buffer. It has a moment to come whole
-                            // (and is answered with `Connection: close`); a head still
-                            // incomplete then is not waited for.
+                        if progress.is_idle() || progress.is_answering() {
+                            connection.as_mut().graceful_shutdown();
+                        }
+                        if !progress.is_idle() {
+                            // A request whose head or body is not whole yet has a
+                            // moment to come whole (it may be in the socket's buffer,
+                            // and is then answered with `Connection: close`); one
+                            // still incomplete then is not waited for.
                             let at = tokio::time::Instant::now() + HEAD_WAIT_ON_STOP;
                             closing_at = Some(at);
                             check.as_mut().reset(at);
-                        } else {
-                            // hyper closes an idle keep-alive connection at once, and
-                            // one answering a request after its response.
-                            connection.as_mut().graceful_shutdown();
                         }
                     }
                     Stage::Aborting => return,
@@ -157,6 +183,9 @@ struct Progress {
     /// Milliseconds after `opened` + 1 when the first byte came since it went
     /// idle; 0 when none has.
     first_byte: AtomicU64,
+    /// Milliseconds after `opened` + 1 since when the application waits for
+    /// request body bytes that have not come; 0 when it does not wait.
+    body_wait: AtomicU64,
 }
 
 impl Progress {
@@ -167,6 +196,7 @@ impl Progress {
             had_request: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(0),
+            body_wait: AtomicU64::new(0),
         }
     }
 
@@ -191,22 +221,49 @@ impl Progress {
     fn on_response_done(&self) {
         self.idle_since.store(self.millis(), Ordering::Relaxed);
         self.first_byte.store(0, Ordering::Relaxed);
+        self.body_wait.store(0, Ordering::Relaxed);
         self.answering.store(false, Ordering::Relaxed);
+    }
+
+    /// The application found no body bytes to read: the request waits for its client.
+    fn on_body_wait(&self) {
+        if self.body_wait.load(Ordering::Relaxed) == 0 {
+            self.body_wait.store(self.millis() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Body bytes (or the body's end) came, or the body was dropped.
+    fn on_body_read(&self) {
+        if self.body_wait.load(Ordering::Relaxed) != 0 {
+            self.body_wait.store(0, Ordering::Relaxed);
+        }
     }
 
     fn never_answered(&self) -> bool {
         !self.had_request.load(Ordering::Relaxed)
     }
 
+    fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
+    }
+
+    /// A keep-alive connection between requests, with no byte of the next one.
+    fn is_idle(&self) -> bool {
+        !self.never_answered() && !self.is_answering() && self.first_byte.load(Ordering::Relaxed) == 0
+    }
+
     /// When the connection must be closed if nothing changes; `None` while a
-    /// request is answered.
+    /// request is answered and does not wait for its body.
     fn deadline(&self, timeouts: Timeouts) -> Option<tokio::time::Instant> {
-        if self.answering.load(Ordering::Relaxed) {
-            return None;
-        }
         let at = |millis: u64, timeout: Duration| {
             tokio::time::Instant::from_std(self.opened + Duration::from_millis(millis) + timeout)
         };
+        if self.is_answering() {
+            return match self.body_wait.load(Ordering::Relaxed) {
+                0 => None,
+                since => Some(at(since - 1, timeouts.header_read)),
+            };
+        }
         Some(match self.first_byte.load(Ordering::Relaxed) {
             // A request head is on its way (the first one counts from the opening).
             0 if self.never_answered() => at(0, timeouts.header_read),
@@ -277,13 +334,58 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.progress.on_request();
-        let mut request = request.map(Body::new);
+        // A body to come is watched for stalls; most requests have none.
+        let mut request = if hyper::body::Body::is_end_stream(request.body()) {
+            request.map(Body::new)
+        } else {
+            let progress = self.progress.clone();
+            request.map(|body| Body::new(RequestBody { body, progress }))
+        };
         request.extensions_mut().insert(ConnectInfo(self.peer));
         Answer {
             inner: self.app.clone().oneshot(request),
             progress: Some(self.progress.clone()),
             draining: self.draining.clone(),
         }
+    }
+}
+
+/// A request body, noting when the application waits for bytes of it that the
+/// client has not sent.
+struct RequestBody {
+    body: Incoming,
+    progress: Arc<Progress>,
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_pending() {
+            self.progress.on_body_wait();
+        } else {
+            self.progress.on_body_read();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.progress.on_body_read();
     }
 }
 
@@ -387,5 +489,18 @@ mod tests {
         progress.on_read();
         let head = after(&progress, progress.deadline(TIMEOUTS)).expect("a deadline");
         assert!(head >= Duration::from_secs(10) && head < Duration::from_secs(11), "{head:?}");
+        assert!(!progress.is_idle(), "the next request has begun");
+    }
+
+    #[test]
+    fn a_request_waiting_for_its_body_has_the_header_read_timeout_from_when_it_began_waiting() {
+        let progress = Progress::new();
+        progress.on_request();
+        progress.on_body_wait();
+        let stalled = after(&progress, progress.deadline(TIMEOUTS)).expect("a deadline");
+        assert!(stalled >= Duration::from_secs(10) && stalled < Duration::from_secs(11), "{stalled:?}");
+        progress.on_body_read();
+        assert_eq!(progress.deadline(TIMEOUTS), None);
+        assert!(!progress.is_idle());
     }
 }

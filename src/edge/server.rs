@@ -4,15 +4,19 @@
 //! caller turns readiness off (`/health/ready` answers 503), and the server goes
 //! on serving for the drain period ([`Settings::drain`]) so that load balancers
 //! take it out of rotation; its responses meanwhile carry `Connection: close`,
-//! so that clients open their next connection elsewhere. Then it stops
-//! accepting (serving what is already in the listen backlog), finishes the
-//! requests being answered, closes idle connections at once and those that have
-//! not sent a whole request within [`connection::HEAD_WAIT_ON_STOP`], and
-//! returns; connections still open after the grace period are closed.
+//! so that clients open their next connection elsewhere, and idle keep-alive
+//! connections are closed at once (their clients reconnect, while the server
+//! still accepts). Then it stops accepting (serving what is already in the
+//! listen backlog, as far as the connection cap allows), finishes the requests
+//! being answered, closes idle connections at once and those that have not sent
+//! a whole request (head and body) within [`connection::HEAD_WAIT_ON_STOP`],
+//! and returns; connections still open after the grace period
+//! ([`Settings::grace`]) are closed. Dropping the future closes every
+//! connection at once (a second signal: see `crate::run`).
 //!
-//! At most [`Settings::max_connections`] connections are open at once: past
+//! At most [`Settings::connection_limit`] connections are open at once: past
 //! that, new ones wait in the listen backlog. Per connection, see
-//! [`super::connection`] for the header-read and keep-alive timeouts.
+//! [`super::connection`] for the header-read, body and keep-alive timeouts.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +32,12 @@ use crate::config::ConfigError;
 /// connections, the embedded cluster's pipes, log files, ...).
 const RESERVED_FILES: u64 = 256;
 
+/// The connection cap when `MAX_CONNECTIONS` is unset and the file limit is
+/// higher (it is often 1,048,576 or unlimited once raised): each connection
+/// costs a task and hyper's buffers (some 20 KiB when busy), and more clients
+/// than this are better spread over more instances.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 /// How connections are bounded and how a stop goes.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -42,6 +52,11 @@ pub struct Settings {
     /// `SHUTDOWN_DRAIN_SECONDS` (5): how long the server goes on serving after
     /// the stop signal, with readiness off.
     pub drain: Duration,
+    /// `SHUTDOWN_GRACE_SECONDS` (15): after the drain, how long requests in
+    /// flight have to finish before their connections are closed. With the
+    /// default drain, 20 s in all: with the pools' close (5 s at most), a stop
+    /// fits Kubernetes' default `terminationGracePeriodSeconds` of 30.
+    pub grace: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +66,7 @@ impl Default for Settings {
             keep_alive_timeout: Duration::from_secs(30),
             max_connections: None,
             drain: Duration::from_secs(5),
+            grace: Duration::from_secs(15),
         }
     }
 }
@@ -71,17 +87,29 @@ impl Settings {
             keep_alive_timeout: seconds("KEEP_ALIVE_TIMEOUT_SECONDS", defaults.keep_alive_timeout, 1..=3_600)?,
             max_connections,
             drain: seconds("SHUTDOWN_DRAIN_SECONDS", defaults.drain, 0..=3_600)?,
+            grace: seconds("SHUTDOWN_GRACE_SECONDS", defaults.grace, 0..=3_600)?,
         })
     }
 
     /// The configured `MAX_CONNECTIONS`, else what the file limit leaves once
-    /// 256 files (`RESERVED_FILES`) are set aside, and at least half of it.
+    /// 256 files (`RESERVED_FILES`) are set aside (at least half of it), up to
+    /// [`DEFAULT_MAX_CONNECTIONS`]; never above what a semaphore holds.
     pub fn connection_limit(&self, file_limit: u64) -> usize {
-        self.max_connections.unwrap_or_else(|| {
-            let spare = file_limit.saturating_sub(RESERVED_FILES).max(file_limit / 2).max(1);
-            usize::try_from(spare).unwrap_or(usize::MAX)
-        })
+        let limit = self.max_connections.unwrap_or_else(|| connections_for(file_limit).min(DEFAULT_MAX_CONNECTIONS));
+        limit.min(Semaphore::MAX_PERMITS)
     }
+
+    /// Whether the configured `MAX_CONNECTIONS` is more than the file limit
+    /// leaves for connections: past that, `accept` fails for lack of descriptors.
+    pub fn exceeds_file_limit(&self, file_limit: u64) -> bool {
+        self.max_connections.is_some_and(|max| max > connections_for(file_limit))
+    }
+}
+
+/// What `file_limit` leaves for client connections.
+fn connections_for(file_limit: u64) -> usize {
+    let spare = file_limit.saturating_sub(RESERVED_FILES).max(file_limit / 2).max(1);
+    usize::try_from(spare).unwrap_or(usize::MAX)
 }
 
 /// Raises the soft limit on open files to the hard one (a soft limit of 1,024
@@ -100,20 +128,30 @@ pub fn raise_file_limit() -> u64 {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops as the
-/// module's documentation says, within `grace` of the end of the drain period.
+/// module's documentation says, within [`Settings::grace`] of the end of the
+/// drain period.
 pub async fn serve_until(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: &Settings,
-    grace: Duration,
 ) -> std::io::Result<()> {
     let open_files = raise_file_limit();
     let limit = settings.connection_limit(open_files);
+    if settings.exceeds_file_limit(open_files) {
+        tracing::warn!(
+            max_connections = limit,
+            open_files,
+            "MAX_CONNECTIONS is more than the open-files limit leaves for connections: \
+             past that, connections wait until accept finds a descriptor"
+        );
+    }
     let timeouts = Timeouts { header_read: settings.header_read_timeout, keep_alive: settings.keep_alive_timeout };
     let (stage, watching) = watch::channel(Stage::Serving);
     let slots = Arc::new(Semaphore::new(limit));
-    tracing::info!(max_connections = limit, open_files, ?timeouts, "serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, max_connections = limit, open_files, ?timeouts, "serving");
+    let grace = settings.grace;
 
     {
         let accepting = accept(&listener, &app, timeouts, &watching, &slots);
@@ -131,12 +169,14 @@ pub async fn serve_until(
     // Connections that completed their handshake while the server drained sit in
     // the backlog: serve them, rather than let the kernel reset them on close.
     // Accepted from the socket itself: the reactor may not have reported them yet.
+    // A slot first: one accepted without a slot would be closed unanswered. At the
+    // cap, those left in the backlog are reset when the listener closes.
     let listener = listener.into_std()?;
-    while let Ok((stream, peer)) = listener.accept() {
+    while let Ok(slot) = slots.clone().try_acquire_owned() {
+        let Ok((stream, peer)) = listener.accept() else { break };
         let Ok(stream) = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) else {
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { break };
         let (app, watching) = (app.clone(), watching.clone());
         tokio::spawn(async move {
             connection::serve(stream, peer, app, timeouts, watching).await;
@@ -210,17 +250,30 @@ mod tests {
         assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
         assert_eq!(defaults.keep_alive_timeout, Duration::from_secs(30));
         assert_eq!(defaults.drain, Duration::from_secs(5));
+        assert_eq!(defaults.grace, Duration::from_secs(15));
         assert_eq!(defaults.max_connections, None);
+        // Drain, grace and the pools' close (5 s at most) within Kubernetes' default 30 s.
+        assert!(defaults.drain + defaults.grace + Duration::from_secs(5) < Duration::from_secs(30));
     }
 
     #[test]
-    fn the_connection_limit_follows_the_file_limit_unless_set() {
+    fn the_connection_limit_follows_the_file_limit_up_to_16384_unless_set() {
         let defaults = Settings::default();
-        assert_eq!(defaults.connection_limit(1_048_576), 1_048_320);
         assert_eq!(defaults.connection_limit(1_024), 768);
         assert_eq!(defaults.connection_limit(300), 150);
+        assert_eq!(defaults.connection_limit(16_640), 16_384);
+        assert_eq!(defaults.connection_limit(1_048_576), 16_384);
+        // RLIM_INFINITY: more than a semaphore holds (it would panic).
+        assert_eq!(defaults.connection_limit(u64::MAX), 16_384);
+        assert!(!defaults.exceeds_file_limit(1_024));
         let set = settings(&[("MAX_CONNECTIONS", "5000")]).expect("valid");
         assert_eq!(set.connection_limit(1_024), 5_000);
+        assert!(set.exceeds_file_limit(1_024), "5,000 connections need more than 1,024 files");
+        assert!(!set.exceeds_file_limit(8_192));
+        assert_eq!(set.connection_limit(u64::MAX), 5_000);
+        let most = settings(&[("MAX_CONNECTIONS", "10000000")]).expect("valid");
+        assert_eq!(most.connection_limit(u64::MAX), 10_000_000);
+        assert!(most.connection_limit(u64::MAX) <= Semaphore::MAX_PERMITS);
     }
 
     #[test]
@@ -230,9 +283,11 @@ mod tests {
             ("KEEP_ALIVE_TIMEOUT_SECONDS", "soon"),
             ("MAX_CONNECTIONS", "0"),
             ("SHUTDOWN_DRAIN_SECONDS", "-1"),
+            ("SHUTDOWN_GRACE_SECONDS", "3601"),
         ] {
             assert_eq!(settings(&[(var, value)]).expect_err(var).var, var);
         }
         assert_eq!(settings(&[("SHUTDOWN_DRAIN_SECONDS", "0")]).expect("no drain").drain, Duration::ZERO);
+        assert_eq!(settings(&[("SHUTDOWN_GRACE_SECONDS", "40")]).expect("a grace").grace, Duration::from_secs(40));
     }
 }

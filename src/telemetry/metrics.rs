@@ -32,6 +32,10 @@ pub use http::HttpMetricsLayer;
 use crate::{app::AppState, config::ConfigError, db::Reads};
 
 // The series' names; docs/operations/metrics.md says what each one counts.
+/// At most this many connections to the metrics listener at once (a Prometheus
+/// server or two keep one each); past it, new ones wait in the listen backlog.
+pub const MAX_SCRAPERS: usize = 16;
+
 pub const HTTP_REQUESTS: &str = "conduit_http_requests_total";
 pub const HTTP_DURATION: &str = "conduit_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "conduit_http_requests_in_flight";
@@ -167,7 +171,13 @@ pub struct Exporter {
 impl Exporter {
     /// Installs the recorder and serves `/metrics` on `config.addr`; `None` when
     /// metrics are off, or when the default address is taken (logged).
-    pub async fn start(config: &MetricsConfig, state: &AppState) -> anyhow::Result<Option<Self>> {
+    /// It is served with `server`'s header-read and keep-alive timeouts, and at
+    /// most [`MAX_SCRAPERS`] connections.
+    pub async fn start(
+        config: &MetricsConfig,
+        server: &crate::edge::server::Settings,
+        state: &AppState,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(addr) = config.addr else {
             tracing::info!("METRICS_ADDR is empty: no metrics");
             return Ok(None);
@@ -181,17 +191,30 @@ impl Exporter {
             Err(err) => return Err(err).with_context(|| format!("binding METRICS_ADDR {addr}")),
         };
         let pools = Pools { writes: state.writes.clone(), reads: state.reads.clone() };
-        let exporter = Self::serve(listener, install()?, pools)?;
+        let exporter = Self::serve(listener, install()?, pools, server)?;
         tracing::info!(addr = %exporter.addr, "metrics on /metrics");
         Ok(Some(exporter))
     }
 
-    /// Serves `/metrics` rendered by `handle` on `listener`, and drains the
-    /// recorder's histograms every [`UPKEEP_PERIOD`] between scrapes.
-    pub fn serve(listener: TcpListener, handle: PrometheusHandle, pools: Pools) -> std::io::Result<Self> {
+    /// Serves `/metrics` rendered by `handle` on `listener` through the API's own
+    /// accept loop (with `server`'s timeouts, at most [`MAX_SCRAPERS`]
+    /// connections, no drain), and drains the recorder's histograms every
+    /// [`UPKEEP_PERIOD`] between scrapes.
+    pub fn serve(
+        listener: TcpListener,
+        handle: PrometheusHandle,
+        pools: Pools,
+        server: &crate::edge::server::Settings,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let upkeep = handle.clone();
+        let settings = crate::edge::server::Settings {
+            max_connections: Some(MAX_SCRAPERS),
+            drain: Duration::ZERO,
+            grace: Duration::from_secs(1),
+            ..server.clone()
+        };
         let app = Router::new().route("/metrics", get(render)).with_state((handle, pools));
         let task = tokio::spawn(async move {
             let upkeep = async move {
@@ -201,11 +224,11 @@ impl Exporter {
                     upkeep.run_upkeep();
                 }
             };
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let stopped = async move {
                 let _ = stopped.await;
-            });
+            };
             tokio::select! {
-                served = serve.into_future() => {
+                served = crate::edge::server::serve_until(listener, app, stopped, &settings) => {
                     if let Err(err) = served {
                         tracing::error!(error = %err, "the metrics listener failed");
                     }

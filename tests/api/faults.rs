@@ -130,7 +130,13 @@ async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings)
         let shutdown = async {
             let _ = stopped.await;
         };
-        conduit::edge::server::serve_until(listener, router, shutdown, &settings, Duration::from_secs(5)).await
+        conduit::edge::server::serve_until(
+            listener,
+            router,
+            shutdown,
+            &Settings { grace: Duration::from_secs(5), ..settings },
+        )
+        .await
     });
     let register = json!({"user": {"username": "jake", "email": "jake@example.com", "password": PASSWORD}});
     let (status, body) = call(addr, "POST", "/api/users", &register.to_string(), None).await;

@@ -85,7 +85,7 @@ async fn the_metrics_listener_serves_every_series_in_the_prometheus_text_format(
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let pools = Pools { writes: app.db.clone(), reads: app.reads.clone() };
-    let exporter = Exporter::serve(listener, handle, pools).expect("serve");
+    let exporter = Exporter::serve(listener, handle, pools, &Default::default()).expect("serve");
     let (status, head, body) = get(exporter.local_addr(), "/metrics").await;
     assert_eq!(status, 200, "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
@@ -122,6 +122,44 @@ async fn the_metrics_listener_serves_every_series_in_the_prometheus_text_format(
         }
     };
     tokio::time::timeout(Duration::from_secs(10), refused).await.expect("a dropped exporter stops listening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_closes_half_sent_requests_and_holds_at_most_16_connections() {
+    let handle = recorder();
+    let app = TestApp::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let pools = Pools { writes: app.db.clone(), reads: app.reads.clone() };
+    let header_read_timeout = Duration::from_secs(1);
+    let server = conduit::edge::server::Settings { header_read_timeout, ..Default::default() };
+    let exporter = Exporter::serve(listener, handle, pools, &server).expect("serve");
+    let addr = exporter.local_addr();
+
+    let mut held = Vec::new();
+    for _ in 0..metrics::MAX_SCRAPERS {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: slow\r\n").await.expect("write");
+        held.push(stream);
+    }
+    // Past the cap, a scrape waits in the listen backlog...
+    let opened = Instant::now();
+    let scrape = tokio::spawn(get(addr, "/metrics"));
+    tokio::time::sleep(header_read_timeout / 2).await;
+    assert!(!scrape.is_finished(), "a 17th connection was served while 16 were held");
+    // ...until the half-sent requests are closed at the header-read timeout.
+    let (status, head, _) = tokio::time::timeout(Duration::from_secs(5), scrape)
+        .await
+        .expect("served once the held connections closed")
+        .expect("scrape task");
+    assert_eq!(status, 200, "{head}");
+    let waited = opened.elapsed();
+    assert!(waited >= header_read_timeout - Duration::from_millis(200), "{waited:?}");
+    for mut stream in held {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "a half-sent request still open: {read:?}");
+    }
+    eprintln!("metrics: 16 half-sent connections held; a 17th scrape was answered {waited:?} after it connected");
 }
 
 #[tokio::test]

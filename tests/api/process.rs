@@ -443,11 +443,55 @@ async fn half_sent_requests_and_idle_connections_do_not_hold_a_stop() {
         held.push(stream);
     }
 
+    // Logins whose head came whole and whose body, announced as 1,000 bytes, stops after 10.
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = "POST /api/users/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+        stream.write_all(format!("{head}{{\"user\": {{").as_bytes()).await.expect("write");
+        held.push(stream);
+    }
+    crate::server::wait_until_read(port).await;
+
     nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
-    // The drain, the moment a connection is given to finish a head in its buffer,
-    // stopping the cluster, and a margin for a busy machine.
+    // The drain, the moment a connection is given to finish a request in its
+    // buffer, stopping the cluster, and a margin for a busy machine.
     let (exited_after, clean) = exit_of(&mut child, Duration::from_secs(1) + Duration::from_secs(4)).await;
     assert!(clean, "a clean exit after SIGTERM");
-    eprintln!("50 half-sent requests and 10 idle connections open: exit {exited_after:?} after SIGTERM (drain 1 s)");
+    eprintln!(
+        "50 half-sent heads, 20 half-sent login bodies and 10 idle connections open: exit {exited_after:?} after \
+         SIGTERM (drain 1 s)"
+    );
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_drain_short() {
+    let Some(dir) = embedded_temp_dir() else { return };
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let bind = format!("127.0.0.1:{port}");
+    let vars = [
+        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
+        ("BIND_ADDR", bind.as_str()),
+        ("SHUTDOWN_DRAIN_SECONDS", "60"),
+    ];
+    let mut child = conduit(&vars).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start conduit");
+    wait_ready(&mut child, addr).await;
+
+    nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
+    // The first signal is taken (readiness off) before the second is sent.
+    let started = Instant::now();
+    while http(addr, "GET", "/health/ready", "").await.0 != 503 {
+        assert!(started.elapsed() < Duration::from_secs(10), "still ready 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM again");
+    // Closing the pools, stopping the cluster, and a margin: not the 60 s drain.
+    let (exited_after, clean) = exit_of(&mut child, Duration::from_secs(10)).await;
+    assert!(clean, "a clean exit after the second SIGTERM");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut log).expect("read the log");
+    assert!(log.contains("second stop signal"), "{log}");
+    eprintln!("drain 60 s: exit {exited_after:?} after a second SIGTERM, {:?} after the first", started.elapsed());
 }
