@@ -43,15 +43,24 @@ pub async fn add(db: impl PgExecutor<'_>, slug: &str, author: i64, body: &str) -
 /// order (newest first).
 pub type Cursor = (DateTime<Utc>, i64);
 
-/// Up to `limit` comments of an article, newest first, after `after` when given;
-/// `None` when there is no such article.
+/// How much of a list one statement reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub rows: i64,
+    /// The comments' bodies, in bytes: a page ends at the comment that reaches it.
+    pub bytes: i64,
+}
+
+/// A page of an article's comments, newest first, after `after` when given: at
+/// most `page.rows` comments, and no more once their bodies reach `page.bytes`
+/// (the first one always comes); `None` when there is no such article.
 #[tracing::instrument(skip(db))]
 pub async fn list(
     db: impl PgExecutor<'_>,
     slug: &str,
     viewer: Option<i64>,
     after: Option<Cursor>,
-    limit: i64,
+    page: Page,
 ) -> Result<Option<Vec<CommentRow>>, Error> {
     // The article is the driving row, so "no article" (no rows) and "no comments"
     // (one row of NULLs) are told apart in the same statement.
@@ -62,11 +71,16 @@ pub async fn list(
                   EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.followee_id = u.id) AS "author_following!"
            FROM articles a
            LEFT JOIN LATERAL (
-               SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id
-               FROM comments c
-               WHERE c.article_id = a.id AND ($3::timestamptz IS NULL OR (c.created_at, c.id) < ($3, $4))
-               ORDER BY c.created_at DESC, c.id DESC
-               LIMIT $5
+               SELECT p.id, p.body, p.created_at, p.updated_at, p.author_id
+               FROM (
+                   SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id,
+                          sum(octet_length(c.body)) OVER (ORDER BY c.created_at DESC, c.id DESC) AS upto
+                   FROM comments c
+                   WHERE c.article_id = a.id AND ($3::timestamptz IS NULL OR (c.created_at, c.id) < ($3, $4))
+                   ORDER BY c.created_at DESC, c.id DESC
+                   LIMIT $5
+               ) p
+               WHERE p.upto - octet_length(p.body) < $6
            ) c ON true
            LEFT JOIN users u ON u.id = c.author_id
            WHERE a.slug = $1
@@ -75,7 +89,8 @@ pub async fn list(
         viewer,
         after_time,
         after_id,
-        limit
+        page.rows,
+        page.bytes
     )
     .fetch_all(db)
     .await?;

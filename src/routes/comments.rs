@@ -162,21 +162,26 @@ pub async fn list(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slu
     let viewer = viewer.map(|v| v.id);
     let found = reads.run(async |conn| db::comments::list(conn, &slug, viewer, None, PAGE).await).await?;
     let first = found.ok_or(Error::NotFound("article"))?;
-    if first.len() < PAGE_LEN {
+    if !may_continue(&first) {
         return Ok(CommentsResponse { comments: first.into_iter().map(Comment::from).collect() }.into_response());
     }
     Ok(streamed(Rest { reads, slug, viewer }, first))
 }
 
-/// Comments read and written at a time. The spec has no paging for comments: an
-/// article's come all at once, 15 MB for 1,500 comments of 10,000 characters. A
-/// list longer than a page is streamed a page at a time, each page one statement
-/// on a connection held only while it runs, so that a request holds about two
-/// pages in memory (a few hundred KB) whatever the list's length, and a slow
-/// reader holds no connection. Most articles' comments fit in one page: one
-/// statement, one buffer, as before.
-const PAGE: i64 = 50;
-const PAGE_LEN: usize = PAGE as usize;
+/// How much of the list one statement reads. The spec has no paging for comments:
+/// an article's come all at once, 15 MB for 1,500 comments of 10,000
+/// characters. A page is at most 500 comments and 256 KiB of bodies, so nearly
+/// every article's comments are one page: one statement, one buffer. A longer
+/// list is streamed a page at a time, each page one statement on a connection
+/// held only while it runs, so that a request holds about two pages in memory
+/// whatever the list's length, and a slow reader holds no connection.
+const PAGE: db::comments::Page = db::comments::Page { rows: 500, bytes: 256 * 1024 };
+
+/// Whether comments may follow `rows`: the page was cut by one of its bounds.
+fn may_continue(rows: &[CommentRow]) -> bool {
+    let bytes: usize = rows.iter().map(|c| c.body.len()).sum();
+    rows.len() as i64 >= PAGE.rows || bytes as i64 >= PAGE.bytes
+}
 
 /// What reading the pages after the first needs.
 struct Rest {
@@ -236,7 +241,7 @@ async fn next_page((rest, next): (Rest, Next)) -> Option<(Result<Bytes, db::Erro
 /// the next page starts, or that the list ends with this one.
 fn write_page(out: &mut JsonWriter, rows: Vec<CommentRow>, first: bool) -> Next {
     let next = match rows.last() {
-        Some(last) if rows.len() == PAGE_LEN => Next::After((last.created_at, last.id)),
+        Some(last) if may_continue(&rows) => Next::After((last.created_at, last.id)),
         _ => Next::Close,
     };
     for (i, row) in rows.into_iter().enumerate() {

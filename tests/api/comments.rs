@@ -202,11 +202,12 @@ async fn a_list_longer_than_a_page_comes_whole_newest_first_with_ties_in_id_orde
     app.register("ann").await;
     app.follow(&jake, "ann").await;
     let slug = app.create_article(&jake, "Dragons", &[]).await;
-    // 130 comments: 50 + 50 + 30 at two distinct times, the first 70 sharing one
-    // time, so that a page boundary falls among equal times.
+    // 130 comments of 5 KB: pages of 52, 52 and 26 (a page ends at 256 KiB of
+    // bodies), at two distinct times, the first 70 sharing one time, so that a
+    // page boundary falls among equal times.
     sqlx::query(
         "INSERT INTO comments (article_id, author_id, body, created_at, updated_at)
-         SELECT a.id, u.id, 'comment ' || n, t, t
+         SELECT a.id, u.id, 'comment ' || n || ' ' || repeat('x', 5000), t, t
          FROM articles a, users u, generate_series(1, 130) n,
               LATERAL (SELECT CASE WHEN n <= 70 THEN timestamptz '2026-01-01' ELSE timestamptz '2026-02-01' END) AS at(t)
          WHERE a.slug = $1 AND u.username = 'ann'",
