@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: crate::telemetry::metrics::MetricsConfig,
     /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
     pub password_hash_queue: usize,
+    /// `COMMON_PASSWORDS`: whether new passwords on the common lists are refused.
+    pub common_passwords: crate::domain::CommonPasswords,
     pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
     /// Connection bounds and the stop (`crate::edge::server`).
     pub server: crate::edge::server::Settings,
@@ -125,6 +127,10 @@ impl Config {
         let get = non_empty(lookup);
         let database = DatabaseConfig::from_lookup(&get)?;
         let password_hash_queue = crate::auth::password::queue_limit_from_lookup(&get)?;
+        let common_passwords = get("COMMON_PASSWORDS")
+            .map(|v| crate::domain::CommonPasswords::parse(&v).map_err(|err| invalid("COMMON_PASSWORDS", err)))
+            .transpose()?
+            .unwrap_or_default();
 
         let jwt_secret = match (get("JWT_SECRET").map(SecretString::from), &database.source) {
             (Some(secret), _) if secret_len(&secret) < crate::auth::jwt::MIN_SECRET_BYTES => {
@@ -210,6 +216,7 @@ impl Config {
             hsts_max_age,
             metrics,
             password_hash_queue,
+            common_passwords,
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
             server,
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
@@ -438,6 +445,7 @@ mod tests {
             ("RUST_LOG", "conduit=loud"),
             ("RATE_LIMIT_ANONYMOUS", "lots"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("COMMON_PASSWORDS", "off"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

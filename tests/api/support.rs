@@ -211,6 +211,7 @@ impl TestApp {
             jwt,
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
+            common_passwords: Default::default(),
             readiness: Default::default(),
         };
         let readiness = state.readiness.clone();
