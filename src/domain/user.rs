@@ -26,6 +26,23 @@ impl Username {
     }
 }
 
+/// What a username looks like, for telling apart names that only differ by
+/// look-alike characters: the confusable skeleton of Unicode TR 39 (section 4:
+/// NFD, each character replaced by its prototype, NFD again) of the name in
+/// lower case, lower-cased again. Two usernames with the same skeleton may not
+/// both exist (the unique index `users_username_skeleton_key`).
+///
+/// Usernames are one account in any case (`Alice` is `alice`), so names are
+/// compared in lower case: `ALICE`, `alice` and a Cyrillic `аlice` share one
+/// skeleton. The prototypes the table gives may be capitals (`0` becomes `O`),
+/// hence the second lower-casing: `l0ve` is `love`. Taken from the table as it
+/// is: `m` becomes `rn`, so `rnark` and `mark` are one name, as they look in
+/// most fonts. What lower-casing first costs: a capital `I` standing for an
+/// `l` (`Ian` beside `lan`) is not caught, since `i` and `l` differ.
+pub fn username_skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(&name.to_lowercase()).collect::<String>().to_lowercase()
+}
+
 /// An email address: one `@`, a non-empty local part, a dotted domain, no spaces.
 /// Deliverability is not this type's business; the shape is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +222,22 @@ mod tests {
         assert!(Username::parse("").is_err());
         assert!(Username::parse(&"x".repeat(41)).is_err());
         assert_eq!(Username::parse("  jake ").map(|u| u.0), Ok("jake".to_owned()));
+    }
+
+    #[test]
+    fn look_alike_usernames_share_a_skeleton_and_others_do_not() {
+        let alice = username_skeleton("alice");
+        for same in ["аlice", "Аlice", "AlIce", "ALICE", "\u{410}LICE"] {
+            assert_eq!(username_skeleton(same), alice, "{same}");
+        }
+        assert_eq!(username_skeleton("rnark"), username_skeleton("mark"));
+        assert_eq!(username_skeleton("l0ve"), username_skeleton("love"));
+        assert_ne!(username_skeleton("Ian"), username_skeleton("lan"), "compared in lower case");
+        assert_eq!(username_skeleton("user10"), "userlo");
+        for other in ["bob", "alicia", "alice2", "zoë", "ilan"] {
+            assert_ne!(username_skeleton(other), alice, "{other}");
+        }
+        assert_ne!(username_skeleton("Zoë"), username_skeleton("zoe"), "a diaeresis is not a look-alike");
     }
 
     #[test]
