@@ -67,6 +67,8 @@ pub struct AppState {
     /// Accounts whose tokens are refused.
     pub deleted_accounts: DeletedAccounts,
     pub hasher: PasswordHasher,
+    /// Whether new passwords on the common lists are refused (`COMMON_PASSWORDS`).
+    pub common_passwords: crate::domain::CommonPasswords,
     /// Turned off when the server starts stopping (`/health/ready`).
     pub readiness: health::Readiness,
 }

@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: crate::telemetry::metrics::MetricsConfig,
     /// How many password hashes may wait for a core (`PASSWORD_HASH_QUEUE`).
     pub password_hash_queue: usize,
+    /// `COMMON_PASSWORDS`: whether new passwords on the common lists are refused.
+    pub common_passwords: crate::domain::CommonPasswords,
     pub rate_limit: crate::edge::rate_limit::RateLimitConfig,
     /// Connection bounds and the stop (`crate::edge::server`).
     pub server: crate::edge::server::Settings,
@@ -125,6 +127,10 @@ impl Config {
         let get = non_empty(lookup);
         let database = DatabaseConfig::from_lookup(&get)?;
         let password_hash_queue = crate::auth::password::queue_limit_from_lookup(&get)?;
+        let common_passwords = get("COMMON_PASSWORDS")
+            .map(|v| crate::domain::CommonPasswords::parse(&v).map_err(|err| invalid("COMMON_PASSWORDS", err)))
+            .transpose()?
+            .unwrap_or_default();
 
         let jwt_secret = match (get("JWT_SECRET").map(SecretString::from), &database.source) {
             (Some(secret), _) if secret_len(&secret) < crate::auth::jwt::MIN_SECRET_BYTES => {
@@ -133,11 +139,17 @@ impl Config {
                     format!("must be at least {} bytes long", crate::auth::jwt::MIN_SECRET_BYTES),
                 ));
             }
+            (Some(secret), _) if secret_entropy_bits(&secret) < MIN_SECRET_ENTROPY_BITS => {
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "is too predictable (repeated or patterned characters): use random bytes, e.g. `openssl rand -base64 48`",
+                ));
+            }
             (Some(secret), _) => JwtSecret::Given(secret),
             (None, Database::External(_)) => {
                 return Err(invalid(
                     "JWT_SECRET",
-                    "is required when DATABASE_URL is set (at least 32 random bytes, e.g. `openssl rand -hex 32`)",
+                    "is required when DATABASE_URL is set (random bytes, e.g. `openssl rand -base64 48`)",
                 ));
             }
             (None, Database::Embedded) => JwtSecret::InDataDir,
@@ -204,6 +216,7 @@ impl Config {
             hsts_max_age,
             metrics,
             password_hash_queue,
+            common_passwords,
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
             server,
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
@@ -230,6 +243,51 @@ fn non_empty(lookup: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option
 fn secret_len(secret: &SecretString) -> usize {
     use secrecy::ExposeSecret as _;
     secret.expose_secret().len()
+}
+
+/// The least [`secret_entropy_bits`] a `JWT_SECRET` must show (RFC 8725 §3.5: no
+/// low-entropy keys). RFC 7518 §3.2 asks HS256 for a key of 256 bits. The
+/// estimate below can only undercount a random string (`n` characters show at
+/// most `log2 n` bits each), so random keys of that size measure far above
+/// this: over 200,000 samples each, 32 random bytes in base64url measured at
+/// least 179 bits, in hex (64 characters) 214, and `openssl rand -hex 24` (the
+/// scripts' 48 characters) 152; `openssl rand -base64 48` 298. Repeated and
+/// patterned strings measure under 100 (`aaaa…` 0, `abcabc…` 30, `0123…ef`
+/// repeated 39, the alphabet in order 15, `changeme` × 4 80). A hand-made
+/// phrase can still pass: this catches the mistakes a length check misses,
+/// not every bad key.
+const MIN_SECRET_ENTROPY_BITS: f64 = 128.0;
+
+/// A lower estimate of a secret's entropy in bits: its length times the lesser
+/// of two empirical Shannon entropies per byte, of the bytes themselves (low
+/// when few distinct characters are used: `aaaa`, `abab`) and of the
+/// differences between neighbours (low for runs and sequences: `abcdef…`,
+/// `0123…`, even with many distinct characters). A string that repeats a
+/// shorter one (`xyzxyz…`) counts only that period's length.
+fn secret_entropy_bits(secret: &SecretString) -> f64 {
+    use secrecy::ExposeSecret as _;
+    let bytes = secret.expose_secret().as_bytes();
+    let period = (1..bytes.len()).find(|&p| bytes[p..].iter().zip(bytes).all(|(a, b)| a == b)).unwrap_or(bytes.len());
+    let deltas: Vec<u8> = bytes.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let per_byte = shannon_bits_per_symbol(bytes).min(shannon_bits_per_symbol(&deltas));
+    // The period's length as f64: a secret is far shorter than 2^52 bytes.
+    #[allow(clippy::cast_precision_loss)]
+    let length = period as f64;
+    per_byte * length
+}
+
+/// The Shannon entropy of the symbols' frequencies in `symbols`, in bits per symbol.
+#[allow(clippy::cast_precision_loss)]
+fn shannon_bits_per_symbol(symbols: &[u8]) -> f64 {
+    if symbols.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &s in symbols {
+        counts[usize::from(s)] += 1;
+    }
+    let n = symbols.len() as f64;
+    counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / n).map(|p| -p * p.log2()).sum()
 }
 
 pub(crate) fn parse_number<T>(
@@ -291,15 +349,59 @@ mod tests {
         let url = ("DATABASE_URL", "postgres://u@localhost/db");
         assert_eq!(config(&[url]).expect_err("no secret").var, "JWT_SECRET");
         assert_eq!(config(&[url, ("JWT_SECRET", "short")]).expect_err("short").var, "JWT_SECRET");
-        let secret = "s".repeat(32);
-        let config = config(&[url, ("JWT_SECRET", &secret)]).expect("long secret");
+        let secret = GOOD_SECRET;
+        let config = config(&[url, ("JWT_SECRET", secret)]).expect("long secret");
         assert!(matches!(config.jwt_secret, JwtSecret::Given(_)));
+    }
+
+    /// `openssl rand -base64 32`, as the error message suggests (with 48).
+    const GOOD_SECRET: &str = "84alG+EgYj9wwbCmuZhQeBqT0noxEXIQIeJugNvGcr0=";
+
+    fn bits(secret: &str) -> f64 {
+        secret_entropy_bits(&SecretString::from(secret))
+    }
+
+    #[test]
+    fn random_secrets_pass_the_entropy_check() {
+        for secret in [
+            GOOD_SECRET,
+            "84alG-EgYj9wwbCmuZhQeBqT0noxEXIQIeJugNvGcr0", // base64url, no padding
+            "8c/lMddu+snUd6U8Qjm7RJiTD6oy+/zRFAcNajFGuplAU18CEA1g8YwZp+B3S893", // openssl rand -base64 48
+            "3f9a0c1be47d28566e1fa9c0d4b37e2851c9f06ab3d47e1829f0c5a6be13d784", // openssl rand -hex 32
+            "b5e1093cd7a42f68e0c1b97a35d4f2086ec1a9b4d5307f2e", // openssl rand -hex 24 (scripts/lib/server.sh)
+        ] {
+            assert!(bits(secret) >= MIN_SECRET_ENTROPY_BITS, "{secret}: {}", bits(secret));
+            let config = config(&[("DATABASE_URL", "postgres://u@localhost/db"), ("JWT_SECRET", secret)]);
+            assert!(matches!(config.expect("random").jwt_secret, JwtSecret::Given(_)));
+        }
+    }
+
+    #[test]
+    fn repeated_and_patterned_secrets_are_refused_and_told_how_to_make_one() {
+        for secret in [
+            "a".repeat(32),
+            "abc".repeat(11),
+            "0123456789abcdef".repeat(4),
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".to_owned(),
+            "changeme".repeat(4),
+            "test-secret-test-secret-test-secret-!".to_owned(),
+            "correct horse battery staple!!!!".to_owned(),
+            // A random 16 bytes repeated: every byte looks random, the period does not.
+            "b5e1093cd7a42f68b5e1093cd7a42f68b5e1093cd7a42f68".to_owned(),
+            // 16 random bytes in hex: 128 bits, half the key HS256 wants (RFC 7518 §3.2).
+            "e4b1d3a09c57f2816d0be3c94a7f5d21".to_owned(),
+        ] {
+            assert!(bits(&secret) < MIN_SECRET_ENTROPY_BITS, "{secret}: {}", bits(&secret));
+            let err = config(&[("JWT_SECRET", &secret)]).expect_err(&secret);
+            assert_eq!(err.var, "JWT_SECRET");
+            assert!(err.to_string().contains("openssl rand -base64 48"), "{err}");
+        }
     }
 
     #[test]
     fn a_given_secret_is_used_in_embedded_mode_too() {
-        let secret = "s".repeat(32);
-        let given = config(&[("JWT_SECRET", &secret)]).expect("long secret");
+        let secret = GOOD_SECRET;
+        let given = config(&[("JWT_SECRET", secret)]).expect("long secret");
         assert!(matches!(given.jwt_secret, JwtSecret::Given(_)));
         assert_eq!(config(&[("JWT_SECRET", "short")]).expect_err("short").var, "JWT_SECRET");
     }
@@ -315,11 +417,11 @@ mod tests {
 
     #[test]
     fn the_server_reads_the_database_settings_as_the_seeder_does() {
-        let secret = "s".repeat(32);
+        let secret = GOOD_SECRET;
         for vars in [
-            vec![("JWT_SECRET", secret.as_str())],
+            vec![("JWT_SECRET", secret)],
             vec![("CONDUIT_DATA_DIR", "/var/lib/conduit"), ("DATABASE_URL", " ")],
-            vec![("DATABASE_URL", "postgres://u@localhost/db"), ("JWT_SECRET", secret.as_str())],
+            vec![("DATABASE_URL", "postgres://u@localhost/db"), ("JWT_SECRET", secret)],
         ] {
             let alone = database(&vars).expect("valid");
             let within = config(&vars).expect("valid").database;
@@ -343,6 +445,7 @@ mod tests {
             ("RUST_LOG", "conduit=loud"),
             ("RATE_LIMIT_ANONYMOUS", "lots"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("COMMON_PASSWORDS", "off"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -55,6 +55,7 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
         deleted_accounts,
         hasher: PasswordHasher::with_queue(crate::auth::password::per_core(), config.password_hash_queue)?,
+        common_passwords: config.common_passwords,
         readiness: Readiness::default(),
     };
     let readiness = state.readiness.clone();

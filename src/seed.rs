@@ -313,7 +313,7 @@ impl Generator {
         copy_table(
             conn,
             "users",
-            "COPY users (id, username, email, password_hash, bio, created_at, updated_at) FROM STDIN",
+            "COPY users (id, username, username_skeleton, email, password_hash, bio, created_at, updated_at) FROM STDIN",
             scale.users,
             None,
             self.users(hash),
@@ -397,7 +397,10 @@ impl Generator {
             let id = i + 1;
             let created = ts(first - Duration::minutes(users - i as i64));
             let bio = if rng.below(3) == 0 { sentence(&mut rng, 6, 14) } else { String::new() };
-            let _ = writeln!(buf, "{id}\tuser{id}\tuser{id}@example.com\t{hash}\t{bio}\t{created}\t{created}");
+            // `user{id}`'s skeleton: `1` becomes `l` and `0` `o`, no backslash or tab.
+            let skeleton = crate::domain::username_skeleton(&format!("user{id}"));
+            let _ =
+                writeln!(buf, "{id}\tuser{id}\t{skeleton}\tuser{id}@example.com\t{hash}\t{bio}\t{created}\t{created}");
         }
     }
 

@@ -62,7 +62,10 @@ impl From<sqlx::Error> for Error {
             return Self::NulInText;
         }
         match db.constraint() {
-            Some("users_username_key") if db.is_unique_violation() => Self::Taken(Unique::Username),
+            // A look-alike of a taken name reads as taken: the answer does not say which rule.
+            Some("users_username_key" | "users_username_skeleton_key") if db.is_unique_violation() => {
+                Self::Taken(Unique::Username)
+            }
             Some("users_email_key") if db.is_unique_violation() => Self::Taken(Unique::Email),
             Some("articles_slug_key") if db.is_unique_violation() => Self::Taken(Unique::Slug),
             Some("follows_not_self") if db.is_check_violation() => Self::SelfFollow,
@@ -168,6 +171,13 @@ pub async fn open(
     // A database that is still starting is waited for a few seconds.
     let migrations = pool(options.clone(), 1, Duration::from_secs(5)).await.context("connecting to PostgreSQL")?;
     MIGRATOR.run(&migrations).await.context("applying database migrations")?;
+    match users::backfill_username_skeletons(&migrations).await {
+        Ok(0) => {}
+        Ok(filled) => tracing::info!(filled, "usernames' skeletons filled in"),
+        Err(err) => {
+            tracing::warn!(error = %err, "filling in usernames' skeletons stopped: it resumes at the next start")
+        }
+    }
     migrations.close().await;
     let options = with_statement_timeout(options, statement_timeout);
     let writes = connect(options.clone(), max_connections).await.context("connecting to PostgreSQL")?;

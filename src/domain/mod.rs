@@ -12,7 +12,7 @@ mod user;
 pub use article::{ArticleBody, CommentBody, Description, TagList, Title};
 pub use requests::{ArticleChanges, Credentials, NewArticle, NewComment, NewUser, UserChanges};
 pub use slug::Slug;
-pub use user::{Bio, Email, ImageUrl, Password, Username};
+pub use user::{Bio, CommonPasswords, Email, ImageUrl, Password, Username, username_skeleton};
 
 /// Checks `input` is at most `max` characters long and not blank, and trims it.
 ///

@@ -170,6 +170,7 @@ pub async fn register(
     Json(NewUserRequest { user: new }): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>)> {
     let domain::NewUser { username, email, password } = new.try_into()?;
+    state.common_passwords.check(&password).map_err(|err| ValidationErrors::single("password", err))?;
     let hash = state.hasher.hash(&password).await?;
     let row = db::users::insert(&state.writes, username.as_str(), email.as_str(), &hash).await?;
     let token = state.jwt.sign(row.id)?;
@@ -245,7 +246,10 @@ pub async fn update(
 ) -> Result<Json<UserResponse>> {
     let domain::UserChanges { username, email, password, bio, image } = changes.try_into()?;
     let password_hash = match &password {
-        Some(password) => Some(state.hasher.hash(password).await?),
+        Some(password) => {
+            state.common_passwords.check(password).map_err(|err| ValidationErrors::single("password", err))?;
+            Some(state.hasher.hash(password).await?)
+        }
         None => None,
     };
     let row = db::users::update(

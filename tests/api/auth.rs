@@ -366,6 +366,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
         deleted_accounts: DeletedAccounts::default(),
         hasher: PasswordHasher::new(1).expect("hasher"),
+        common_passwords: Default::default(),
         readiness: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };

@@ -120,6 +120,7 @@ async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings)
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
         deleted_accounts,
         hasher: PasswordHasher::new(2).expect("hasher"),
+        common_passwords: Default::default(),
         readiness: Default::default(),
     };
     let router = conduit::app::router(state, &HttpOptions { request_timeout, ..Default::default() });

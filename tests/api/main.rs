@@ -11,6 +11,7 @@ mod http;
 mod memory;
 mod metrics;
 mod openapi;
+mod policy;
 mod process;
 mod profiles;
 mod rate_limit;

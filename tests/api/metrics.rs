@@ -209,6 +209,7 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
         deleted_accounts: app.deleted_accounts.clone(),
         hasher: hasher.clone(),
+        common_passwords: Default::default(),
         readiness: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(120), ..HttpOptions::default() };

@@ -232,6 +232,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         jwt,
         deleted_accounts,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
+        common_passwords: Default::default(),
         readiness: Default::default(),
     };
     let options = conduit::app::HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };

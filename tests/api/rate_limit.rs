@@ -26,6 +26,8 @@ fn limits(vars: &[(&str, &str)]) -> RateLimits {
         ("RATE_LIMIT_LOGIN", "100000/1m"),
         ("RATE_LIMIT_LOGIN_ACCOUNT", "100000/1m"),
         ("RATE_LIMIT_REGISTER", "100000/1m"),
+        // Tests of the budgets count failed logins; the throttle's tests ask for it.
+        ("LOGIN_THROTTLE", "off"),
     ];
     let lookup =
         |name: &str| vars.iter().chain(&defaults).find(|(var, _)| *var == name).map(|(_, value)| (*value).to_owned());
@@ -711,4 +713,152 @@ async fn when_redis_stops_or_hangs_requests_are_answered_in_time_and_sharing_res
     let mut conn = redis.connection().await;
     let resumed = until_counted_in(addr, &mut conn, &key).await;
     eprintln!("restarted Redis: slowest request {slowest:?}; counted in Redis again {resumed:?} after it answered");
+}
+
+/// The statuses of `attempts` logins, each `(server, from, email, password)`, in order.
+async fn statuses(attempts: &[(SocketAddr, &str, &str, &str)]) -> Vec<u16> {
+    let mut seen = Vec::new();
+    for (server, from, email, password) in attempts {
+        seen.push(login(*server, from, email, password).await.status);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn failed_logins_from_an_address_slow_down_and_a_success_starts_afresh() {
+    // A first delay long enough that a loaded machine's Argon2 cannot outlast it.
+    let app = TestApp::with_limits(&limits(&[("TRUSTED_PROXIES", "127.0.0.1"), ("LOGIN_THROTTLE", "3/30s/1m")])).await;
+    app.register("jake").await;
+    let addr = serve(app.router.clone()).await;
+    let (home, elsewhere) = ("198.51.100.7", "203.0.113.9");
+    assert_eq!(login(addr, home, "jake@example.com", PASSWORD).await.status, 200);
+    let wrong = (addr, home, "jake@example.com", "wrong password");
+    assert_eq!(statuses(&[wrong, wrong, wrong]).await, [401, 401, 401]);
+    // The third set a delay: within it even the right password is not checked.
+    let early = login(addr, home, "jake@example.com", PASSWORD).await;
+    assert_eq!(early.status, 429, "{early:?}");
+    assert_retry_after(early.header("retry-after"), 30);
+    assert_eq!(early.body["errors"]["rate_limit"].as_array().map(Vec::len), Some(1), "{early:?}");
+    // The delay is the address's: the account's counter did not count attempts
+    // from its known address, and another address signs in at once.
+    assert_eq!(login(addr, elsewhere, "jake@example.com", PASSWORD).await.status, 200);
+    assert_eq!(login(addr, home, "jake@example.com", PASSWORD).await.status, 429, "still waiting at home");
+    // Two failures, then a success (itself the third attempt): the success starts afresh.
+    let wrong = (addr, elsewhere, "jake@example.com", "wrong password");
+    let right = (addr, elsewhere, "jake@example.com", PASSWORD);
+    assert_eq!(statuses(&[wrong, wrong, right, wrong, wrong, wrong, wrong]).await, [401, 401, 200, 401, 401, 401, 429]);
+}
+
+#[tokio::test]
+async fn guesses_spread_over_addresses_slow_the_account_down_but_not_for_its_owners_address() {
+    let app = TestApp::with_limits(&limits(&[("TRUSTED_PROXIES", "127.0.0.1"), ("LOGIN_THROTTLE", "3/1m/1m")])).await;
+    app.register("jake").await;
+    let addr = serve(app.router.clone()).await;
+    let owner = "198.51.100.7";
+    assert_eq!(login(addr, owner, "jake@example.com", PASSWORD).await.status, 200);
+    let guess = |i: u8| format!("203.0.113.{i}");
+    let guesses: Vec<String> = (1..=5).map(guess).collect();
+    let attempts: Vec<_> = guesses.iter().map(|from| (addr, from.as_str(), "Jake@Example.com", "wrong")).collect();
+    assert_eq!(statuses(&attempts).await, [401, 401, 401, 429, 429], "one attempt per address, one account");
+    // A new address waits too, whatever the password...
+    assert_eq!(login(addr, "192.0.2.99", "jake@example.com", PASSWORD).await.status, 429);
+    // ...but not the owner's, which is known for the account; and its success
+    // starts the account's counter afresh.
+    assert_eq!(login(addr, owner, "jake@example.com", PASSWORD).await.status, 200);
+    assert_eq!(login(addr, &guess(6), "jake@example.com", "wrong").await.status, 401);
+    // An email that names no account is counted and answered the same way.
+    let nobody: Vec<String> = (10..=13).map(guess).collect();
+    let attempts: Vec<_> = nobody.iter().map(|from| (addr, from.as_str(), "nobody@example.com", "wrong")).collect();
+    assert_eq!(statuses(&attempts).await, [401, 401, 401, 429]);
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_slip_past_the_throttle() {
+    let app = TestApp::with_limits(&limits(&[("LOGIN_THROTTLE", "3/1m/1m")])).await;
+    app.register("jake").await;
+    let addr = serve(app.router.clone()).await;
+    let attempts = (0..10).map(|_| tokio::spawn(login(addr, "", "jake@example.com", "wrong password")));
+    let mut seen: Vec<u16> =
+        futures_util::future::join_all(attempts).await.into_iter().map(|r| r.expect("task").status).collect();
+    seen.sort_unstable();
+    // Each attempt is counted before its password is checked.
+    assert_eq!(seen, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn the_throttle_holds_across_servers_on_redis_and_keeps_the_account_in_its_slot() {
+    let prefix = unique_prefix();
+    let vars = [
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("LOGIN_THROTTLE", "3/1m/1m"),
+        ("REDIS_URL", &redis_url()),
+        ("RATE_LIMIT_REDIS_PREFIX", &prefix),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
+    ];
+    let app = TestApp::with_limits(&limits(&vars)).await;
+    app.register("jake").await;
+    let options = conduit::app::HttpOptions::default();
+    let other = conduit::app::router_with_limits(app.state.clone(), &options, &limits(&vars));
+    let (a, b) = (serve(app.router.clone()).await, serve(other).await);
+    let owner = "198.51.100.7";
+    assert_eq!(login(b, owner, "jake@example.com", PASSWORD).await.status, 200);
+    let attempts = [
+        (a, "203.0.113.1", "jake@example.com", "wrong"),
+        (b, "203.0.113.2", "jake@example.com", "wrong"),
+        (a, "203.0.113.3", "jake@example.com", "wrong"),
+        (b, "203.0.113.4", "jake@example.com", PASSWORD),
+    ];
+    assert_eq!(statuses(&attempts).await, [401, 401, 401, 429], "one counter for both servers");
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect to Redis");
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}throttle:e:*")).query_async(&mut conn).await.expect("KEYS");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let known: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}known:*")).query_async(&mut conn).await.expect("KEYS");
+    let tag = |key: &str| key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map(|(tag, _)| tag.to_owned());
+    assert_eq!(tag(&keys[0]), tag(&known[0]), "the account's counter and known addresses share a slot");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.expect("PTTL");
+    assert!((14 * 60_000..=15 * 60_000).contains(&ttl), "forgotten after 15 min without an attempt: {ttl} ms");
+    // The owner's address is exempt on either server, and its success deletes the counter.
+    assert_eq!(login(a, owner, "jake@example.com", PASSWORD).await.status, 200);
+    let left: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}throttle:e:*")).query_async(&mut conn).await.expect("KEYS");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(login(b, "203.0.113.5", "jake@example.com", "wrong").await.status, 401);
+    let all: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.expect("KEYS");
+    let _: () = redis::cmd("DEL").arg(&all).query_async(&mut conn).await.expect("DEL");
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_get_the_same_answer_in_the_same_time() {
+    // The throttle counts every attempt but refuses none here.
+    let app = TestApp::with_limits(&limits(&[("LOGIN_THROTTLE", "1000/1s/1m")])).await;
+    app.register("jake").await;
+    let addr = serve(app.router.clone()).await;
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    let mut answers = std::collections::BTreeSet::new();
+    // Interleaved, so that the machine's load falls on both alike; one of each first, unmeasured.
+    for i in 0..31 {
+        for (email, samples) in [("nobody@example.com", &mut unknown), ("jake@example.com", &mut wrong)] {
+            let started = std::time::Instant::now();
+            let reply = login(addr, "", email, "wrong password").await;
+            let took = started.elapsed();
+            answers.insert((reply.status, reply.body.to_string()));
+            if i > 0 {
+                samples.push(took);
+            }
+        }
+    }
+    assert_eq!(answers.len(), 1, "one status and body for both: {answers:?}");
+    let (unknown, wrong) = (median(unknown), median(wrong));
+    println!("medians of 30 logins: unknown email {unknown:?}, wrong password {wrong:?}");
+    let (low, high) = (unknown.min(wrong), unknown.max(wrong));
+    assert!(high - low <= high / 4 + Duration::from_millis(5), "unknown email {unknown:?}, wrong password {wrong:?}");
 }

@@ -45,7 +45,8 @@ use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::sync::OnceCell;
 use tower::ServiceExt as _;
 
-pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-!";
+/// Random (`openssl rand -base64 32`): a patterned one fails the entropy check.
+pub const JWT_SECRET: &str = "Xq3vN8kR0tYb7LmW2cJ9pF5sH1gD6zA4eU+oI/nVwTE=";
 pub const PASSWORD: &str = "correct horse battery staple";
 /// How long the tests' tokens live.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -210,6 +211,7 @@ impl TestApp {
             jwt,
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
+            common_passwords: Default::default(),
             readiness: Default::default(),
         };
         let readiness = state.readiness.clone();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::gcra::Rate;
+use super::{gcra::Rate, throttle::Throttle};
 use crate::{
     config::ConfigError,
     edge::client_ip::{ForwardedHeader, TrustedProxies},
@@ -21,6 +21,8 @@ pub struct RateLimitConfig {
     /// How long a successful login exempts its address from the account's
     /// budget (`RATE_LIMIT_KNOWN_ADDRESS_DAYS`).
     pub known_address_ttl: Duration,
+    /// Failed logins slow down (`LOGIN_THROTTLE`); `None`: off.
+    pub login_throttle: Option<Throttle>,
     pub redis: Option<RedisConfig>,
 }
 
@@ -74,6 +76,7 @@ impl Default for RateLimitConfig {
             trusted_proxies: TrustedProxies::default(),
             policies: Policies::default(),
             known_address_ttl: Duration::from_secs(30 * 86_400),
+            login_throttle: Some(Throttle::default()),
             redis: None,
         }
     }
@@ -143,6 +146,10 @@ impl RateLimitConfig {
                 invalid("RATE_LIMIT_KNOWN_ADDRESS_DAYS", format!("`{v}` is not a whole number from 0 to 365"))
             })?,
         };
+        let login_throttle = match get("LOGIN_THROTTLE") {
+            None => defaults.login_throttle,
+            Some(v) => Throttle::parse(&v).map_err(|err| invalid("LOGIN_THROTTLE", err))?,
+        };
         // Checked whether REDIS_URL is set or not: a bad value is a mistake either way.
         let timeout_ms = match get("RATE_LIMIT_REDIS_TIMEOUT_MS") {
             None => 100,
@@ -174,6 +181,7 @@ impl RateLimitConfig {
             trusted_proxies: TrustedProxies::new(blocks, header),
             policies,
             known_address_ttl: Duration::from_secs(known_days * 86_400),
+            login_throttle,
             redis,
         })
     }
@@ -248,6 +256,8 @@ mod tests {
         assert_eq!(config.policies.anonymous.quota, 600);
         assert_eq!(config.policies.login_account.window_secs, 900);
         assert_eq!(config.known_address_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.login_throttle, Some(Throttle::default()));
+        assert_eq!(read(&[("LOGIN_THROTTLE", "OFF")]).expect("off").login_throttle, None);
     }
 
     #[test]
@@ -284,6 +294,7 @@ mod tests {
             ("RATE_LIMIT_LOGIN_ACCOUNT", "10/0"),
             ("RATE_LIMIT_REGISTER", "10/1y"),
             ("RATE_LIMIT_KNOWN_ADDRESS_DAYS", "400"),
+            ("LOGIN_THROTTLE", "3/1s"),
             ("REDIS_URL", "localhost:6379"),
             ("REDIS_URL", "redis://127.0.0.1:port"),
             ("REDIS_URL", "rediss://127.0.0.1:6379"),

@@ -15,6 +15,9 @@
 //!   cannot lock the account's owner out from the places they use.
 //! - `/health/*` is exempt: probes must not be refused while the service is flooded.
 //!
+//! On top of the budgets, failed logins slow down per address and per account
+//! ([`throttle`], `LOGIN_THROTTLE`), under the same known-address rule.
+//!
 //! Every answer of a route under a policy, `429` included, carries
 //! `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11,
 //! the same syntax as -08 and -09); a `429` also carries `Retry-After`.
@@ -27,6 +30,7 @@ pub mod config;
 pub mod gcra;
 mod redis;
 pub mod store;
+pub mod throttle;
 
 use std::{
     convert::Infallible,
@@ -54,6 +58,7 @@ use self::{
     config::Policies,
     gcra::{Decision, Rate},
     store::{AccountId, LocalStore, Store, Subject},
+    throttle::{Throttle, ThrottleKey},
 };
 use crate::{edge::client_ip::TrustedProxies, error::Error, extract::caller_id};
 
@@ -130,12 +135,17 @@ impl RateLimits {
             trusted_proxies: config.trusted_proxies.clone(),
             policies: config.policies,
             known_address_ttl: config.known_address_ttl,
+            login_throttle: config.login_throttle,
             store: Store::new(LocalStore::default(), redis),
             headers,
             // The recorder is installed before the router is built, so these are its
             // handles (no registry lookup per refusal).
             rejections: Policy::ALL
                 .map(|policy| metrics::counter!("conduit_rate_limit_rejections_total", "policy" => policy.name())),
+            throttled: [
+                metrics::counter!("conduit_login_throttled_total", "by" => "address"),
+                metrics::counter!("conduit_login_throttled_total", "by" => "account"),
+            ],
             warned_no_peer: AtomicBool::new(false),
         }))))
     }
@@ -168,10 +178,13 @@ struct Limiter {
     trusted_proxies: TrustedProxies,
     policies: Policies,
     known_address_ttl: Duration,
+    login_throttle: Option<Throttle>,
     store: Store,
     headers: PolicyHeaders,
     /// `conduit_rate_limit_rejections_total`, by [`Policy`] in `Policy::ALL`'s order.
     rejections: [metrics::Counter; 5],
+    /// `conduit_login_throttled_total`, by the counter that refused: the address's, the account's.
+    throttled: [metrics::Counter; 2],
     warned_no_peer: AtomicBool,
 }
 
@@ -253,14 +266,49 @@ impl Limiter {
         if account_decision.is_some_and(|d| !d.allowed) {
             return self.refuse(policy_header, decisions, Policy::LoginAccount);
         }
-        let mut response = call(&mut inner, Request::from_parts(parts, Body::from(bytes))).await;
-        if response.status() == StatusCode::OK
-            && let Some(account) = account
+        if let Some(throttle) = &self.login_throttle
+            && let Some(wait_us) = self.throttle(throttle, subject, account).await
         {
-            self.store.remember(account, subject, self.known_address_ttl).await;
+            let mut response =
+                Error::TooManyRequests { retry_after_secs: wait_us.div_ceil(1_000_000).max(1) }.into_response();
+            annotate(&mut response, policy_header, decisions);
+            return response;
+        }
+        let mut response = call(&mut inner, Request::from_parts(parts, Body::from(bytes))).await;
+        if response.status() == StatusCode::OK {
+            if self.login_throttle.is_some() {
+                self.store.reset_throttle(ThrottleKey::Address(subject)).await;
+            }
+            if let Some(account) = account {
+                if self.login_throttle.is_some() {
+                    self.store.reset_throttle(ThrottleKey::Account(account)).await;
+                }
+                self.store.remember(account, subject, self.known_address_ttl).await;
+            }
         }
         annotate(&mut response, policy_header, decisions);
         response
+    }
+
+    /// Counts a login attempt against the address's throttle and, unless the
+    /// address is known for it, the account's: `Some(µs to wait)` when either
+    /// refuses. The same for an email that names no account: the answer must not
+    /// tell. The address's counter is charged even when the account's refuses.
+    async fn throttle(&self, throttle: &Throttle, address: Subject, account: Option<AccountId>) -> Option<u64> {
+        let by_address = self.store.throttle(ThrottleKey::Address(address), None, throttle).await;
+        let by_account = match account {
+            Some(account) => {
+                self.store.throttle(ThrottleKey::Account(account), Some((account, address)), throttle).await
+            }
+            None => None,
+        };
+        let waits = [by_address, by_account].map(|outcome| outcome.and_then(Result::err));
+        for (counter, wait) in self.throttled.iter().zip(&waits) {
+            if wait.is_some() {
+                counter.increment(1);
+            }
+        }
+        waits.into_iter().flatten().max()
     }
 
     /// The 429, with the headers of every policy that was checked.

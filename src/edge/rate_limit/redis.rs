@@ -24,6 +24,7 @@ use super::{
     config::RedisConfig,
     gcra::{Clock, Decision, Rate},
     store::{AccountId, Subject},
+    throttle::{Throttle, ThrottleKey},
 };
 
 /// How long Redis is left alone after a failure.
@@ -37,6 +38,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     script: Script,
     remember_script: Script,
+    throttle_script: Script,
     prefix: String,
     timeout: Duration,
     clock: Clock,
@@ -69,6 +71,7 @@ impl RedisStore {
             connection,
             script: Script::new(include_str!("gcra.lua")),
             remember_script: Script::new(include_str!("known.lua")),
+            throttle_script: Script::new(include_str!("throttle.lua")),
             prefix: config.prefix.clone(),
             timeout: config.timeout,
             clock: Clock::new(),
@@ -113,6 +116,37 @@ impl RedisStore {
         let mut invocation = self.remember_script.key(self.known_key(account));
         invocation.arg(address.to_string()).arg(ttl_ms).arg(KNOWN_PER_ACCOUNT);
         let _: Option<i64> = self.call(invocation.invoke_async(&mut self.connection.clone())).await;
+    }
+
+    /// Counts a login attempt against `key`'s throttle (`throttle.lua`). `None`
+    /// when Redis cannot answer; `Some(None)` when exempt (`known_for`).
+    pub async fn throttle(
+        &self,
+        key: ThrottleKey,
+        known_for: Option<(AccountId, Subject)>,
+        throttle: &Throttle,
+    ) -> Option<Option<Result<(), u64>>> {
+        let mut invocation = self.throttle_script.key(format!("{}{}", self.prefix, key.redis_suffix()));
+        invocation
+            .arg(throttle.free)
+            .arg(u64::try_from(throttle.base.as_micros()).unwrap_or(u64::MAX))
+            .arg(u64::try_from(throttle.cap.as_micros()).unwrap_or(u64::MAX))
+            .arg(u64::try_from(throttle.decay.as_millis()).unwrap_or(u64::MAX));
+        if let Some((account, address)) = known_for {
+            invocation.key(self.known_key(account)).arg(address.to_string());
+        }
+        let (outcome, wait) = self.call(invocation.invoke_async::<(i64, u64)>(&mut self.connection.clone())).await?;
+        Some(match outcome {
+            2 => None,
+            1 => Some(Ok(())),
+            _ => Some(Err(wait)),
+        })
+    }
+
+    /// A successful login: `key`'s throttle starts afresh.
+    pub async fn reset_throttle(&self, key: ThrottleKey) {
+        let name = format!("{}{}", self.prefix, key.redis_suffix());
+        let _: Option<i64> = self.call(redis::cmd("DEL").arg(name).query_async(&mut self.connection.clone())).await;
     }
 
     /// Runs `request` unless Redis is resting after a failure, within the

@@ -13,6 +13,7 @@ use super::{
     Policy,
     gcra::{Clock, Decision, ExpiringMap, Rate},
     redis::RedisStore,
+    throttle::{Throttle, ThrottleKey, ThrottleMap},
 };
 
 /// Whose budget a request is charged to.
@@ -94,6 +95,8 @@ pub struct LocalStore {
     /// Addresses that logged into an account lately.
     known: ExpiringMap<(AccountId, Subject)>,
     known_full_warned: std::sync::atomic::AtomicBool,
+    /// Login throttling's counters.
+    throttles: ThrottleMap,
 }
 
 impl LocalStore {
@@ -117,7 +120,7 @@ impl LocalStore {
 
     /// Keys held (for tests of the bound).
     pub fn len(&self) -> usize {
-        self.buckets.len() + self.known.len()
+        self.buckets.len() + self.known.len() + self.throttles.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,6 +170,37 @@ impl Store {
             return None;
         }
         Some(self.local.check(Policy::LoginAccount, Subject::Account(account), rate))
+    }
+
+    /// Counts a login attempt against `key`'s throttle: `Ok(())` when allowed,
+    /// `Err(µs to wait)` when refused; `None` when exempt (an account's key,
+    /// from an address known for it: `known_for`).
+    pub async fn throttle(
+        &self,
+        key: ThrottleKey,
+        known_for: Option<(AccountId, Subject)>,
+        throttle: &Throttle,
+    ) -> Option<Result<(), u64>> {
+        if let Some(redis) = &self.redis {
+            match redis.throttle(key, known_for, throttle).await {
+                Some(outcome) => return outcome,
+                None => self.fallbacks.increment(1),
+            }
+        }
+        if let Some((account, address)) = known_for
+            && self.local.is_known(account, address)
+        {
+            return None;
+        }
+        Some(self.local.throttles.attempt(key, throttle, self.local.clock.now_us()))
+    }
+
+    /// A successful login: `key`'s throttle starts afresh.
+    pub async fn reset_throttle(&self, key: ThrottleKey) {
+        self.local.throttles.reset(&key);
+        if let Some(redis) = &self.redis {
+            redis.reset_throttle(key).await;
+        }
     }
 
     /// Remembers that `address` logged into `account`, for `ttl`.
