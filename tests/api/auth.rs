@@ -367,6 +367,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
         deleted_accounts: DeletedAccounts::default(),
         hasher: PasswordHasher::new(1).expect("hasher"),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     app.router = conduit::app::router(state, &options);

@@ -210,6 +210,7 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         deleted_accounts: app.deleted_accounts.clone(),
         hasher: hasher.clone(),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(120), ..HttpOptions::default() };
     let router = app::router(state, &options);

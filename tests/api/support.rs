@@ -211,6 +211,7 @@ impl TestApp {
             deleted_accounts: deleted_accounts.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
             readiness: Default::default(),
+            oidc: Default::default(),
         };
         let readiness = state.readiness.clone();
         Self {
