@@ -131,6 +131,9 @@ struct CallbackParams {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    /// The issuer of the answer (RFC 9207), sent by providers that defend
+    /// against mix-up attacks: when present, it must be this provider's.
+    iss: Option<String>,
 }
 
 impl CallbackParams {
@@ -141,6 +144,7 @@ impl CallbackParams {
                 "code" => &mut params.code,
                 "state" => &mut params.state,
                 "error" => &mut params.error,
+                "iss" => &mut params.iss,
                 _ => continue,
             };
             slot.get_or_insert_with(|| value.into_owned());
@@ -206,6 +210,9 @@ pub async fn callback(
         let error: String =
             error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect::<String>();
         return Err(refused(StatusCode::BAD_REQUEST, "provider", format!("refused the sign-in: {error}")));
+    }
+    if params.iss.as_ref().is_some_and(|iss| *iss != provider.config.issuer) {
+        return Err(refused(StatusCode::BAD_REQUEST, "iss", "is not this provider's issuer (RFC 9207)"));
     }
     let login = db::identities::take_login(&state.writes, &state_hash, &binding_hash, &provider.config.name)
         .await?
