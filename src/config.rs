@@ -368,6 +368,26 @@ mod tests {
     }
 
     #[test]
+    fn openid_providers_are_named_by_the_variables_set_and_a_missing_one_is_named() {
+        let vars = [
+            ("OIDC_CORP_ISSUER", "https://id.example.com"),
+            ("OIDC_CORP_CLIENT_ID", "conduit"),
+            ("OIDC_CORP_REDIRECT_URL", "https://api.example.com/api/auth/oidc/corp/callback"),
+            ("OIDC_FRONTEND_URL", "https://app.example.com"),
+        ];
+        let names = || vars.iter().map(|(name, _)| (*name).to_owned()).collect::<Vec<_>>();
+        let err = Config::from_lookup_and_names(lookup(&vars), names()).expect_err("no secret");
+        assert_eq!(err.var, "OIDC_CORP_CLIENT_SECRET");
+        assert!(err.to_string().contains("OIDC_CORP_CLIENT_SECRET"));
+        let mut vars = vars.to_vec();
+        vars.push(("OIDC_CORP_CLIENT_SECRET", "s3cret"));
+        let names = vars.iter().map(|(name, _)| (*name).to_owned()).collect();
+        let named = Config::from_lookup_and_names(lookup(&vars), names).expect("valid");
+        assert_eq!(named.oidc.providers[0].name, "corp");
+        assert!(config(&vars).expect("without names, no provider").oidc.providers.is_empty());
+    }
+
+    #[test]
     fn cors_origins_are_a_comma_separated_list() {
         let config = config(&[("CORS_ORIGINS", "https://a.example, http://localhost:4200/")]).expect("valid");
         assert_eq!(

@@ -179,7 +179,10 @@ fn binding_cookie(headers: &HeaderMap) -> Option<String> {
     ),
     responses(
         (status = 303, description = "To `OIDC_FRONTEND_URL` with the one-time code in the fragment (`#code=...`, or `?code=...` appended to a fragment route), valid 60 s; clears the binding cookie",
-            headers(("Location" = String, description = "The frontend URL with the one-time code"))),
+            headers(
+                ("Location" = String, description = "The frontend URL with the one-time code"),
+                ("Set-Cookie" = String, description = "`__Host-conduit-oidc=; ...; Max-Age=0`: the binding cookie, cleared"),
+            )),
         (status = 400, description = "`state` missing, unknown, expired, used, or started in another browser; the provider's error; the code or the ID token refused", body = crate::error::ErrorBody),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, description = "The provider's email is an existing account's, and the provider does not say it is verified: sign in with the password to link", body = crate::error::ErrorBody),
