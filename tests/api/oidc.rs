@@ -510,4 +510,31 @@ async fn a_provider_that_cannot_be_reached_is_a_502_not_a_500() {
     let cache = CacheSettings { http_timeout: Duration::from_secs(2), ..CacheSettings::default() };
     let app = app_with(&provider, cache).await;
     app.get("/api/auth/oidc/test/start", None).await.assert_error(StatusCode::BAD_GATEWAY, "provider");
+    // Within a few seconds of a failure, sign-ins fail at once.
+    let again = std::time::Instant::now();
+    app.get("/api/auth/oidc/test/start", None).await.assert_error(StatusCode::BAD_GATEWAY, "provider");
+    assert!(again.elapsed() < Duration::from_secs(1));
+    assert_eq!(app.count("oidc_logins").await, 0);
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_refused() {
+    let real = TestProvider::start().await;
+    // The same server, configured with an issuer spelled differently (a trailing slash).
+    let provider = TestProvider { state: Arc::clone(&real.state), issuer: format!("{}/", real.issuer) };
+    let app = app_with(&provider, CacheSettings::default()).await;
+    app.get("/api/auth/oidc/test/start", None).await.assert_error(StatusCode::BAD_GATEWAY, "provider");
+}
+
+#[tokio::test]
+async fn an_answer_naming_another_issuer_is_refused_as_a_mix_up() {
+    let (provider, app) = setup().await;
+    let flow = start(&app).await;
+    provider.issue("c", &flow.challenge, mint(&keys()[0], &provider.claims(&flow, "lena", "lena@example.com", true)));
+    callback(&app, &format!("code=c&state={}&iss=https%3A%2F%2Fevil.example", flow.state), Some(&flow.cookie))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "iss");
+    assert_eq!(written(&app).await, (0, 0, 0));
+    let iss: String = url::form_urlencoded::byte_serialize(provider.issuer.as_bytes()).collect();
+    handoff_code(&callback(&app, &format!("code=c&state={}&iss={iss}", flow.state), Some(&flow.cookie)).await);
 }

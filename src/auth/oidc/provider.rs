@@ -20,6 +20,10 @@ use super::{CacheSettings, ProviderConfig};
 /// The largest answer read from a provider (discovery, keys, tokens).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
+/// After a failed discovery, how long sign-ins fail at once instead of each
+/// waiting for the provider again (one at a time, behind the cache's lock).
+const DISCOVERY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What went wrong talking to the provider.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -72,6 +76,8 @@ pub struct Provider {
     http: reqwest::Client,
     /// One fetch at a time: concurrent sign-ins wait for the one fetch.
     metadata: Mutex<Option<Cached<Metadata>>>,
+    /// When discovery last failed.
+    discovery_failed: Mutex<Option<Instant>>,
     jwks: Mutex<Option<Cached<Vec<Jwk>>>>,
 }
 
@@ -82,7 +88,14 @@ impl Provider {
             .timeout(cache.http_timeout)
             .connect_timeout(cache.http_timeout)
             .build()?;
-        Ok(Self { config, cache, http, metadata: Mutex::new(None), jwks: Mutex::new(None) })
+        Ok(Self {
+            config,
+            cache,
+            http,
+            metadata: Mutex::new(None),
+            discovery_failed: Mutex::new(None),
+            jwks: Mutex::new(None),
+        })
     }
 
     /// The discovery document, fetched when none is cached or it is older than
@@ -95,6 +108,31 @@ impl Provider {
         {
             return Ok(c.value.clone());
         }
+        let mut failed = self.discovery_failed.lock().await;
+        if failed.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY_AFTER) {
+            return cached.as_ref().map(|c| c.value.clone()).ok_or_else(|| unusable("discovery failed moments ago"));
+        }
+        match self.discover().await {
+            Ok(metadata) => {
+                *failed = None;
+                *cached = Some(Cached { value: metadata.clone(), fetched: Instant::now() });
+                Ok(metadata)
+            }
+            // A stale document still serves while the provider is unreachable.
+            Err(err) => {
+                *failed = Some(Instant::now());
+                match cached.as_ref() {
+                    Some(stale) => {
+                        tracing::warn!(provider = %self.config.name, error = %err, "discovery failed; using the cached document");
+                        Ok(stale.value.clone())
+                    }
+                    None => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn discover(&self) -> Result<Metadata, ProviderError> {
         let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
         let metadata: Metadata = self.get_json(&url).await?;
         if metadata.issuer != self.config.issuer {
@@ -103,7 +141,6 @@ impl Provider {
                 metadata.issuer, self.config.issuer
             )));
         }
-        *cached = Some(Cached { value: metadata.clone(), fetched: Instant::now() });
         Ok(metadata)
     }
 
