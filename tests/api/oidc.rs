@@ -74,6 +74,8 @@ struct ProviderState {
     codes: Mutex<HashMap<String, (String, String)>>,
     jwks_fetches: AtomicUsize,
     issuer: OnceLock<String>,
+    /// The provider authenticates clients by `client_secret_post` only.
+    secret_in_body: std::sync::atomic::AtomicBool,
 }
 
 struct TestProvider {
@@ -128,7 +130,8 @@ async fn discovery(State(state): State<Arc<ProviderState>>) -> axum::Json<Value>
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_methods_supported":
+            [if state.secret_in_body.load(Ordering::SeqCst) { "client_secret_post" } else { "client_secret_basic" }],
     }))
 }
 
@@ -146,7 +149,14 @@ async fn token(
 ) -> (StatusCode, axum::Json<Value>) {
     let basic =
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
+    let authenticated = if state.secret_in_body.load(Ordering::SeqCst) {
+        !headers.contains_key(header::AUTHORIZATION)
+            && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+            && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+    } else {
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(basic.as_str())
+    };
+    if !authenticated {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})));
     }
     let grant = form.get("code").and_then(|code| state.codes.lock().expect("lock").remove(code));
@@ -537,4 +547,13 @@ async fn an_answer_naming_another_issuer_is_refused_as_a_mix_up() {
     assert_eq!(written(&app).await, (0, 0, 0));
     let iss: String = url::form_urlencoded::byte_serialize(provider.issuer.as_bytes()).collect();
     handoff_code(&callback(&app, &format!("code=c&state={}&iss={iss}", flow.state), Some(&flow.cookie)).await);
+}
+
+#[tokio::test]
+async fn a_provider_that_takes_the_client_secret_in_the_body_gets_it_there() {
+    let provider = TestProvider::start().await;
+    provider.state.secret_in_body.store(true, Ordering::SeqCst);
+    let app = app_with(&provider, CacheSettings::default()).await;
+    let user = sign_in(&app, &provider, "mona", "mona@example.com", true).await;
+    assert_eq!(user["username"], "mona");
 }
