@@ -71,6 +71,8 @@ pub struct AppState {
     pub common_passwords: crate::domain::CommonPasswords,
     /// Turned off when the server starts stopping (`/health/ready`).
     pub readiness: health::Readiness,
+    /// OpenID Connect providers (none: sign-in with them is off).
+    pub oidc: Arc<crate::auth::oidc::Oidc>,
 }
 
 /// Settings of the HTTP layer.
@@ -103,7 +105,10 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(articles::favorite, articles::unfavorite))
         .routes(routes!(comments::list, comments::add))
         .routes(routes!(comments::delete))
-        .routes(routes!(tags::list));
+        .routes(routes!(tags::list))
+        .routes(routes!(crate::routes::oidc::start))
+        .routes(routes!(crate::routes::oidc::callback))
+        .routes(routes!(crate::routes::oidc::exchange));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api", api)
         .routes(routes!(health::live))

@@ -78,6 +78,8 @@ pub struct Config {
     pub server: crate::edge::server::Settings,
     /// OTLP export of spans (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...).
     pub traces: crate::telemetry::otel::OtlpConfig,
+    /// OpenID Connect providers (`OIDC_<NAME>_*`, `OIDC_FRONTEND_URL`).
+    pub oidc: crate::auth::oidc::OidcConfig,
 }
 
 /// A bad configuration value, naming its variable.
@@ -118,11 +120,25 @@ impl DatabaseConfig {
 impl Config {
     /// Reads the process environment, after loading `.env` if there is one.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(environment()?)
+        let lookup = environment()?;
+        // The providers are named by the variables that are set (after `.env`).
+        let names: Vec<String> = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()).collect();
+        Self::from_lookup_and_names(lookup, names)
     }
 
-    /// Builds the configuration from any variable source (tests pass a map).
+    /// Builds the configuration from any variable source (tests pass a map),
+    /// without OpenID Connect providers (they are named by the variables set:
+    /// see [`Config::from_lookup_and_names`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup_and_names(lookup, Vec::new())
+    }
+
+    /// Builds the configuration from any variable source, `names` being the
+    /// variables that are set (to find the `OIDC_<NAME>_ISSUER` ones).
+    pub fn from_lookup_and_names(
+        lookup: impl Fn(&str) -> Option<String>,
+        names: Vec<String>,
+    ) -> Result<Self, ConfigError> {
         let metrics = crate::telemetry::metrics::MetricsConfig::from_lookup(&lookup)?;
         let get = non_empty(lookup);
         let database = DatabaseConfig::from_lookup(&get)?;
@@ -220,6 +236,7 @@ impl Config {
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
             server,
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
+            oidc: crate::auth::oidc::config_from_lookup(names, &get)?,
         })
     }
 }
@@ -451,6 +468,26 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn openid_providers_are_named_by_the_variables_set_and_a_missing_one_is_named() {
+        let vars = [
+            ("OIDC_CORP_ISSUER", "https://id.example.com"),
+            ("OIDC_CORP_CLIENT_ID", "conduit"),
+            ("OIDC_CORP_REDIRECT_URL", "https://api.example.com/api/auth/oidc/corp/callback"),
+            ("OIDC_FRONTEND_URL", "https://app.example.com"),
+        ];
+        let names = || vars.iter().map(|(name, _)| (*name).to_owned()).collect::<Vec<_>>();
+        let err = Config::from_lookup_and_names(lookup(&vars), names()).expect_err("no secret");
+        assert_eq!(err.var, "OIDC_CORP_CLIENT_SECRET");
+        assert!(err.to_string().contains("OIDC_CORP_CLIENT_SECRET"));
+        let mut vars = vars.to_vec();
+        vars.push(("OIDC_CORP_CLIENT_SECRET", "s3cret"));
+        let names = vars.iter().map(|(name, _)| (*name).to_owned()).collect();
+        let named = Config::from_lookup_and_names(lookup(&vars), names).expect("valid");
+        assert_eq!(named.oidc.providers[0].name, "corp");
+        assert!(config(&vars).expect("without names, no provider").oidc.providers.is_empty());
     }
 
     #[test]

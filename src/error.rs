@@ -84,6 +84,10 @@ pub enum Error {
     /// A client error detected outside validation (bad JSON, wrong media type, ...).
     #[error("{message}")]
     Request { status: StatusCode, message: String },
+    /// A client error about one named part of the request, with its own status
+    /// (OpenID Connect sign-in: `{"state": [...]}`, `{"id_token": [...]}`, ...).
+    #[error("{field}: {message}")]
+    Refused { status: StatusCode, field: &'static str, message: String },
     /// 429: a rate limit's budget is spent (`edge::rate_limit`); `Retry-After`
     /// says when the next request will be accepted.
     #[error("too many requests")]
@@ -124,7 +128,7 @@ impl Error {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Request { status, .. } => *status,
+            Self::Request { status, .. } | Self::Refused { status, .. } => *status,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::TimedOut | Self::Overloaded | Self::DatabaseDown(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -146,6 +150,7 @@ impl Error {
             Self::NotFound(what) => ValidationErrors::single(what, "not found"),
             Self::Validation(errors) | Self::Conflict(errors) => errors.clone(),
             Self::Request { message, .. } => ValidationErrors::single("body", message.clone()),
+            Self::Refused { field, message, .. } => ValidationErrors::single(field, message.clone()),
             Self::TooManyRequests { retry_after_secs } => ValidationErrors::single(
                 "rate_limit",
                 format!("too many requests, please try again in {retry_after_secs} s"),

@@ -57,6 +57,10 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
         hasher: PasswordHasher::with_queue(crate::auth::password::per_core(), config.password_hash_queue)?,
         common_passwords: config.common_passwords,
         readiness: Readiness::default(),
+        oidc: Arc::new(
+            crate::auth::oidc::Oidc::new(&config.oidc, crate::auth::oidc::CacheSettings::default())
+                .context("OpenID Connect providers")?,
+        ),
     };
     let readiness = state.readiness.clone();
     // Before the server, so that no signal is missed; and they stay caught.

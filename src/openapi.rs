@@ -45,6 +45,7 @@ pub const BEARER: &str = "Bearer";
         (name = "Comments"),
         (name = "Favorites"),
         (name = "Tags"),
+        (name = "OpenID Connect sign-in", description = "Sign-in with an OpenID Provider (docs/auth-oidc.md)"),
         (name = "Health", description = "Probes for load balancers and orchestrators")
     )
 )]

@@ -20,7 +20,8 @@
 #   server_start TIMEOUT       fresh database (see below), free port, random
 #                              JWT_SECRET, rate limits too high to be reached
 #                              (see below); waits up to TIMEOUT seconds for
-#                              GET /health/ready; sets port and base_url
+#                              GET /health/ready; sets port (unless already
+#                              set) and base_url
 #
 # The database: with DATABASE_URL set, a fresh database is created on that
 # server and dropped afterwards; with it unset, the server runs its own embedded
@@ -233,7 +234,9 @@ server_start() {
     server_env+=("CONDUIT_DATA_DIR=$run_dir")
   fi
 
-  port=$(server_free_port)
+  # A sourcing script that must know the port before the server starts (to
+  # put it in the server's settings) sets `port` itself.
+  [[ -n $port ]] || port=$(server_free_port)
   [[ $port =~ ^[0-9]+$ ]] || die "could not find a free port"
   local jwt_secret
   jwt_secret=$(server_random_hex)

@@ -3,6 +3,7 @@
 
 mod deleted_accounts;
 pub mod jwt;
+pub mod oidc;
 pub mod password;
 
 pub use deleted_accounts::DeletedAccounts;

@@ -9,6 +9,7 @@
 pub mod articles;
 mod borrowed;
 pub mod comments;
+pub mod identities;
 pub mod profiles;
 mod reads;
 pub mod tags;

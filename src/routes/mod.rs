@@ -4,6 +4,7 @@
 pub mod articles;
 pub mod comments;
 pub mod health;
+pub mod oidc;
 pub mod profiles;
 pub mod tags;
 pub mod users;

@@ -368,6 +368,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
         hasher: PasswordHasher::new(1).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     app.router = conduit::app::router(state, &options);

@@ -122,6 +122,7 @@ async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings)
         hasher: PasswordHasher::new(2).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let router = conduit::app::router(state, &HttpOptions { request_timeout, ..Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -211,6 +211,7 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         hasher: hasher.clone(),
         common_passwords: Default::default(),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(120), ..HttpOptions::default() };
     let router = app::router(state, &options);

@@ -234,6 +234,7 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
+        oidc: Default::default(),
     };
     let options = conduit::app::HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     let router = conduit::app::router(state, &options);

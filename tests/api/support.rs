@@ -213,6 +213,7 @@ impl TestApp {
             hasher: PasswordHasher::new(2).expect("hasher"),
             common_passwords: Default::default(),
             readiness: Default::default(),
+            oidc: Default::default(),
         };
         let readiness = state.readiness.clone();
         Self {
