@@ -76,6 +76,8 @@ pub struct Config {
     pub server: crate::edge::server::Settings,
     /// OTLP export of spans (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...).
     pub traces: crate::telemetry::otel::OtlpConfig,
+    /// `REFRESH_TOKEN_TTL_SECONDS` and `SESSION_MAX_AGE_SECONDS` (docs/auth.md).
+    pub sessions: crate::auth::session::SessionLifetimes,
 }
 
 /// A bad configuration value, naming its variable.
@@ -207,8 +209,26 @@ impl Config {
             rate_limit: crate::edge::rate_limit::RateLimitConfig::from_lookup(&get)?,
             server,
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
+            sessions: session_lifetimes(&get)?,
         })
     }
+}
+
+/// The sessions' lifetimes: a refresh token's idle lifetime, 14 days by
+/// default, may not exceed the session's absolute one, 30 days by default.
+fn session_lifetimes(get: &impl Fn(&str) -> Option<String>) -> Result<crate::auth::session::SessionLifetimes, ConfigError> {
+    let refresh_idle = parse_number(get, "REFRESH_TOKEN_TTL_SECONDS", 14 * 86_400, 60..=31_536_000)?;
+    let max_age = parse_number(get, "SESSION_MAX_AGE_SECONDS", 30 * 86_400, 60..=31_536_000)?;
+    if refresh_idle > max_age {
+        return Err(invalid(
+            "REFRESH_TOKEN_TTL_SECONDS",
+            format!("`{refresh_idle}` is longer than SESSION_MAX_AGE_SECONDS (`{max_age}`)"),
+        ));
+    }
+    Ok(crate::auth::session::SessionLifetimes {
+        refresh_idle: Duration::from_secs(refresh_idle),
+        max_age: Duration::from_secs(max_age),
+    })
 }
 
 /// The process environment, after loading `.env` if there is one: how both

@@ -11,6 +11,7 @@ mod borrowed;
 pub mod comments;
 pub mod profiles;
 mod reads;
+pub mod sessions;
 pub mod tags;
 pub mod users;
 
