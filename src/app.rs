@@ -131,8 +131,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
 
 /// The whole application, ready to serve, with `limits`.
 pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateLimits) -> Router {
-    let session_policy =
-        SessionPolicy { proxies: limits.trusted_proxies(), origins: options.cors_origins.clone() };
+    let session_policy = SessionPolicy { proxies: limits.trusted_proxies(), origins: options.cors_origins.clone() };
     let state = AppState { session_policy, ..state };
     let (routes, mut openapi) = api().split_for_parts();
     crate::openapi::add_common_responses(&mut openapi);
@@ -199,9 +198,7 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
 fn cors(origins: &CorsOrigins) -> CorsLayer {
     let (allow_origin, credentials) = match origins {
         CorsOrigins::Any => (AllowOrigin::any(), false),
-        CorsOrigins::List(list) => {
-            (AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())), true)
-        }
+        CorsOrigins::List(list) => (AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())), true),
     };
     CorsLayer::new()
         .allow_origin(allow_origin)

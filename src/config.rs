@@ -216,7 +216,9 @@ impl Config {
 
 /// The sessions' lifetimes: a refresh token's idle lifetime, 14 days by
 /// default, may not exceed the session's absolute one, 30 days by default.
-fn session_lifetimes(get: &impl Fn(&str) -> Option<String>) -> Result<crate::auth::session::SessionLifetimes, ConfigError> {
+fn session_lifetimes(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::auth::session::SessionLifetimes, ConfigError> {
     let refresh_idle = parse_number(get, "REFRESH_TOKEN_TTL_SECONDS", 14 * 86_400, 60..=31_536_000)?;
     let max_age = parse_number(get, "SESSION_MAX_AGE_SECONDS", 30 * 86_400, 60..=31_536_000)?;
     if refresh_idle > max_age {

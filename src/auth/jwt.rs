@@ -59,7 +59,10 @@ impl JwtKeys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
-        Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation,
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
             ttl,
             lifetimes: super::session::SessionLifetimes::default(),
         }
@@ -156,7 +159,8 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         let old = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60});
         assert_eq!(keys(SECRET).verify(&forge(&old, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
-        let bad = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60, "sid": "x"});
+        let bad =
+            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60, "sid": "x"});
         assert_eq!(keys(SECRET).verify(&forge(&bad, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
     }
 
@@ -170,8 +174,7 @@ mod tests {
     fn expired_tokens_and_tokens_missing_claims_are_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
         let keys = keys(SECRET);
-        let expired =
-            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600, "sid": SID});
+        let expired = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600, "sid": SID});
         assert_eq!(keys.verify(&forge(&expired, SECRET, Algorithm::HS256)), Err(TokenProblem::Expired));
         let no_aud = serde_json::json!({"sub": "1", "iss": ISSUER, "iat": now, "exp": now + 60});
         assert_eq!(keys.verify(&forge(&no_aud, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));

@@ -7,9 +7,9 @@ pub mod password;
 mod revocations;
 pub mod session;
 
-pub use revocations::Revocations;
 pub use jwt::JwtKeys;
 pub use password::PasswordHasher;
+pub use revocations::Revocations;
 
 /// Why a request carries no usable credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

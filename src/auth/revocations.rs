@@ -143,12 +143,10 @@ async fn reload(sets: &Sets, listener: &mut PgListener, token_lifetime: Duration
     .fetch_all(&mut *listener)
     .await?;
     sets.accounts.write().unwrap_or_else(PoisonError::into_inner).extend(deleted);
-    let revoked = sqlx::query_scalar!(
-        "SELECT id FROM sessions WHERE revoked_at > now() - make_interval(secs => $1)",
-        seconds
-    )
-    .fetch_all(listener)
-    .await?;
+    let revoked =
+        sqlx::query_scalar!("SELECT id FROM sessions WHERE revoked_at > now() - make_interval(secs => $1)", seconds)
+            .fetch_all(listener)
+            .await?;
     let now = Instant::now();
     sets.sessions.write().unwrap_or_else(PoisonError::into_inner).extend(revoked.into_iter().map(|id| (id, now)));
     Ok(())

@@ -49,7 +49,12 @@ pub struct RefreshRequest {
         (status = 422, response = crate::openapi::ValidationFailed),
     ))]
 #[tracing::instrument(skip_all)]
-pub async fn refresh(State(state): State<AppState>, client: ClientInfo, headers: HeaderMap, body: Bytes) -> Result<Response> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
     let (token, delivery) = match body_token(&headers, &body)? {
         Some(token) => (token, Delivery::Body),
         None => {
@@ -89,10 +94,9 @@ fn body_token(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(';').next().is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json")));
+    let json = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| {
+        value.split(';').next().is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+    });
     if !json {
         return Err(Error::request(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
