@@ -380,4 +380,17 @@ mod tests {
             CorsOrigins::List(vec!["https://a.example".to_owned(), "http://localhost:4200".to_owned()])
         );
     }
+
+    #[test]
+    fn session_lifetimes_default_to_two_weeks_idle_and_thirty_days_in_all_and_idle_may_not_exceed_all() {
+        let defaults = config(&[]).expect("defaults are valid").sessions;
+        assert_eq!(defaults.refresh_idle, Duration::from_secs(14 * 86_400));
+        assert_eq!(defaults.max_age, Duration::from_secs(30 * 86_400));
+        let set = config(&[("REFRESH_TOKEN_TTL_SECONDS", "3600"), ("SESSION_MAX_AGE_SECONDS", "7200")]).expect("valid");
+        assert_eq!(set.sessions.refresh_idle, Duration::from_secs(3600));
+        assert_eq!(set.sessions.max_age, Duration::from_secs(7200));
+        let longer = config(&[("REFRESH_TOKEN_TTL_SECONDS", "7200"), ("SESSION_MAX_AGE_SECONDS", "3600")]);
+        assert_eq!(longer.expect_err("idle beyond the whole").var, "REFRESH_TOKEN_TTL_SECONDS");
+        assert_eq!(config(&[("SESSION_MAX_AGE_SECONDS", "10")]).expect_err("too short").var, "SESSION_MAX_AGE_SECONDS");
+    }
 }

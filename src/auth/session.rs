@@ -297,3 +297,99 @@ pub async fn refresh(conn: &mut PgConnection, keys: &JwtKeys, presented: &str) -
     tx.commit().await?;
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_str(value).expect("valid header"));
+        }
+        map
+    }
+
+    #[test]
+    fn base64url_matches_the_rfc_4648_test_vectors_without_padding() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(input.as_bytes()), expected, "{input}");
+        }
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn refresh_tokens_are_256_random_bits_and_differ_each_time() {
+        let a = new_refresh_token().expect("random");
+        let b = new_refresh_token().expect("random");
+        assert_eq!(a.expose_secret().len(), 43);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_eq!(hash(a.expose_secret()).len(), 32);
+    }
+
+    #[test]
+    fn the_refresh_cookie_is_found_among_others_and_an_empty_one_is_none() {
+        let found = headers(&[(header::COOKIE, "a=1; __Host-conduit-refresh=abc_-; b=2")]);
+        assert_eq!(cookie_token(&found), Some("abc_-"));
+        let second_header = headers(&[(header::COOKIE, "a=1"), (header::COOKIE, "__Host-conduit-refresh=xyz")]);
+        assert_eq!(cookie_token(&second_header), Some("xyz"));
+        assert_eq!(cookie_token(&headers(&[(header::COOKIE, "__Host-conduit-refresh=")])), None);
+        assert_eq!(cookie_token(&headers(&[(header::COOKIE, "conduit-refresh=abc")])), None);
+        assert_eq!(cookie_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn with_any_origin_only_the_own_host_and_loopback_hosts_may_use_the_cookie() {
+        let allowed = |origin: &str| {
+            origin_allowed(&headers(&[(header::ORIGIN, origin), (header::HOST, "api.example.com")]), &CorsOrigins::Any)
+        };
+        for origin in [
+            "https://api.example.com",
+            "http://localhost",
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "http://[::1]:5173",
+        ] {
+            assert!(allowed(origin), "{origin}");
+        }
+        for origin in [
+            "https://evil.example",
+            "null",
+            "https://localhost.evil.example",
+            "https://api.example.com.evil",
+            "file://localhost",
+            "localhost",
+        ] {
+            assert!(!allowed(origin), "{origin}");
+        }
+        assert!(!origin_allowed(&headers(&[(header::HOST, "api.example.com")]), &CorsOrigins::Any), "no Origin");
+    }
+
+    #[test]
+    fn with_a_list_of_origins_only_those_may_use_the_cookie() {
+        let list = CorsOrigins::List(vec!["https://app.example.com".to_owned()]);
+        let from =
+            |origin: &str| origin_allowed(&headers(&[(header::ORIGIN, origin), (header::HOST, "localhost")]), &list);
+        assert!(from("https://app.example.com"));
+        assert!(!from("http://localhost"));
+        assert!(!from("https://evil.example"));
+    }
+
+    #[test]
+    fn body_delivery_is_asked_for_by_header_and_the_cookie_is_the_default() {
+        assert_eq!(Delivery::of(&headers(&[(DELIVERY_HEADER, "body")])), Delivery::Body);
+        assert_eq!(Delivery::of(&headers(&[(DELIVERY_HEADER, "BODY")])), Delivery::Body);
+        assert_eq!(Delivery::of(&headers(&[(DELIVERY_HEADER, "cookie")])), Delivery::Cookie);
+        assert_eq!(Delivery::of(&HeaderMap::new()), Delivery::Cookie);
+    }
+}
