@@ -498,3 +498,52 @@ async fn one_update_revoking_many_sessions_announces_each() {
         }
     }
 }
+
+/// The events of target `security`, each as its fields' text.
+#[derive(Clone, Default)]
+struct SecurityEvents(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SecurityEvents {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
+        metadata.target() == "security"
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().expect("not poisoned").push(fields.0);
+    }
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_is_logged_as_a_security_event_without_the_token() {
+    // A second subscriber registered for the process, so that callsite interest
+    // is asked of every live subscriber (see tests/api/statements.rs).
+    static SECOND: std::sync::LazyLock<tracing::Dispatch> =
+        std::sync::LazyLock::new(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    std::sync::LazyLock::force(&SECOND);
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    let signed_in = sign_in(&app, "jake").await;
+    let session = sessions(&app, &signed_in.access).await[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(refresh_with_body(&app, &signed_in.refresh).await.status, StatusCode::OK);
+
+    let events = SecurityEvents::default();
+    let subscriber = tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), events.clone());
+    let response = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        refresh_with_body(&app, &signed_in.refresh).await
+    };
+    assert_refresh_refused(&response);
+    let logged = events.0.lock().expect("not poisoned").clone();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("refresh_token_reused") && logged[0].contains(&session), "{}", logged[0]);
+    assert!(!logged[0].contains(&signed_in.refresh), "the token is never logged: {}", logged[0]);
+}
