@@ -288,30 +288,32 @@ pub async fn update(
         Some(password) => Some(state.hasher.hash(password).await?),
         None => None,
     };
-    let mut tx = state.writes.begin().await?;
-    // Before the update, which changes the email compared here.
-    let revoked = db::sessions::revoke_others_on_credentials_change(
-        &mut *tx,
-        user.id,
-        user.session,
-        password_hash.is_some(),
-        email.as_ref().map(Email::as_str),
-    )
-    .await?;
-    let row = db::users::update(
-        &mut *tx,
-        user.id,
-        &db::users::Changes {
-            username: username.as_ref().map(Username::as_str),
-            email: email.as_ref().map(Email::as_str),
-            password_hash: password_hash.as_deref(),
-            bio: bio.as_ref().map(Bio::as_str),
-            image: image.as_ref().map(ImageUrl::as_str),
-        },
-    )
-    .await?
-    .ok_or(db::Error::CallerGone)?;
-    tx.commit().await?;
+    let changes = db::users::Changes {
+        username: username.as_ref().map(Username::as_str),
+        email: email.as_ref().map(Email::as_str),
+        password_hash: password_hash.as_deref(),
+        bio: bio.as_ref().map(Bio::as_str),
+        image: image.as_ref().map(ImageUrl::as_str),
+    };
+    let (row, revoked) = if changes.password_hash.is_none() && changes.email.is_none() {
+        // No credential at stake: one statement, as before sessions.
+        (db::users::update(&state.writes, user.id, &changes).await?, Vec::new())
+    } else {
+        let mut tx = state.writes.begin().await?;
+        // Before the update, which changes the email compared here.
+        let revoked = db::sessions::revoke_others_on_credentials_change(
+            &mut *tx,
+            user.id,
+            user.session,
+            changes.password_hash.is_some(),
+            changes.email,
+        )
+        .await?;
+        let row = db::users::update(&mut *tx, user.id, &changes).await?;
+        tx.commit().await?;
+        (row, revoked)
+    };
+    let row = row.ok_or(db::Error::CallerGone)?;
     if !revoked.is_empty() {
         tracing::info!(user_id = user.id, revoked = revoked.len(), "credentials changed: other sessions revoked");
     }
