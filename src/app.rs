@@ -25,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::{
-    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    auth::{JwtKeys, PasswordHasher, Revocations, session::SessionPolicy},
     config::CorsOrigins,
     db::Reads,
     edge::{
@@ -35,7 +35,7 @@ use crate::{
     error::Error,
     extract::{self, Json},
     openapi::ApiDoc,
-    routes::{articles, comments, health, profiles, tags, users},
+    routes::{articles, auth, comments, health, profiles, tags, users},
     telemetry::{trace::RequestSpanLayer, traceparent::TRACEPARENT},
 };
 
@@ -64,8 +64,8 @@ pub struct AppState {
     /// One-statement reads.
     pub reads: Reads,
     pub jwt: Arc<JwtKeys>,
-    /// Accounts whose tokens are refused.
-    pub deleted_accounts: DeletedAccounts,
+    /// Deleted accounts and revoked sessions, whose tokens are refused.
+    pub revocations: Revocations,
     pub hasher: PasswordHasher,
     /// Whether new passwords on the common lists are refused (`COMMON_PASSWORDS`).
     pub common_passwords: crate::domain::CommonPasswords,
@@ -73,6 +73,9 @@ pub struct AppState {
     pub readiness: health::Readiness,
     /// OpenID Connect providers (none: sign-in with them is off).
     pub oidc: Arc<crate::auth::oidc::Oidc>,
+    /// Client addresses and allowed origins for sessions; the router sets it
+    /// from its options ([`router_with_limits`]), whatever it was given.
+    pub session_policy: SessionPolicy,
 }
 
 /// Settings of the HTTP layer.
@@ -97,6 +100,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(users::register))
         .routes(routes!(users::login))
         .routes(routes!(users::current, users::update))
+        .routes(routes!(auth::sessions))
+        .routes(routes!(auth::revoke_session))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_all))
         .routes(routes!(profiles::get))
         .routes(routes!(profiles::follow, profiles::unfollow))
         .routes(routes!(articles::list, articles::create))
@@ -130,6 +138,8 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
 
 /// The whole application, ready to serve, with `limits`.
 pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateLimits) -> Router {
+    let session_policy = SessionPolicy { proxies: limits.trusted_proxies(), origins: options.cors_origins.clone() };
+    let state = AppState { session_policy, ..state };
     let (routes, mut openapi) = api().split_for_parts();
     crate::openapi::add_common_responses(&mut openapi);
     let openapi = Arc::new(openapi);
@@ -188,18 +198,28 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         .with_state(state)
 }
 
-/// Browsers on other origins may call the API. Tokens travel in a header, not a
-/// cookie, so no credentials mode is needed and any origin is safe by default.
+/// Browsers on other origins may call the API. Access tokens travel in a header,
+/// not a cookie, so any origin is safe by default. The refresh cookie is sent
+/// cross-origin only in credentials mode, which is allowed for the configured
+/// origins alone (a browser refuses credentials with `*`, and so does tower-http).
 fn cors(origins: &CorsOrigins) -> CorsLayer {
-    let allow_origin = match origins {
-        CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    let (allow_origin, credentials) = match origins {
+        CorsOrigins::Any => (AllowOrigin::any(), false),
+        CorsOrigins::List(list) => (AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())), true),
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
+        .allow_credentials(credentials)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         // Browser tracing (OpenTelemetry's fetch instrumentation) sends the trace context.
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUESTED_WITH, TRACEPARENT, TRACESTATE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            X_REQUESTED_WITH,
+            TRACEPARENT,
+            TRACESTATE,
+            crate::auth::session::DELIVERY_HEADER,
+        ])
         // A client in the browser reads `WWW-Authenticate` to learn that its token was
         // refused, the rate limits' headers to pace itself, and `traceparent` to join the trace.
         .expose_headers([

@@ -80,6 +80,8 @@ pub struct Config {
     pub traces: crate::telemetry::otel::OtlpConfig,
     /// OpenID Connect providers (`OIDC_<NAME>_*`, `OIDC_FRONTEND_URL`).
     pub oidc: crate::auth::oidc::OidcConfig,
+    /// `REFRESH_TOKEN_TTL_SECONDS` and `SESSION_MAX_AGE_SECONDS` (docs/auth.md).
+    pub sessions: crate::auth::session::SessionLifetimes,
 }
 
 /// A bad configuration value, naming its variable.
@@ -237,8 +239,28 @@ impl Config {
             server,
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
             oidc: crate::auth::oidc::config_from_lookup(names, &get)?,
+            sessions: session_lifetimes(&get)?,
         })
     }
+}
+
+/// The sessions' lifetimes: a refresh token's idle lifetime, 14 days by
+/// default, may not exceed the session's absolute one, 30 days by default.
+fn session_lifetimes(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::auth::session::SessionLifetimes, ConfigError> {
+    let refresh_idle = parse_number(get, "REFRESH_TOKEN_TTL_SECONDS", 14 * 86_400, 60..=31_536_000)?;
+    let max_age = parse_number(get, "SESSION_MAX_AGE_SECONDS", 30 * 86_400, 60..=31_536_000)?;
+    if refresh_idle > max_age {
+        return Err(invalid(
+            "REFRESH_TOKEN_TTL_SECONDS",
+            format!("`{refresh_idle}` is longer than SESSION_MAX_AGE_SECONDS (`{max_age}`)"),
+        ));
+    }
+    Ok(crate::auth::session::SessionLifetimes {
+        refresh_idle: Duration::from_secs(refresh_idle),
+        max_age: Duration::from_secs(max_age),
+    })
 }
 
 /// The process environment, after loading `.env` if there is one: how both
@@ -497,5 +519,18 @@ mod tests {
             config.cors_origins,
             CorsOrigins::List(vec!["https://a.example".to_owned(), "http://localhost:4200".to_owned()])
         );
+    }
+
+    #[test]
+    fn session_lifetimes_default_to_two_weeks_idle_and_thirty_days_in_all_and_idle_may_not_exceed_all() {
+        let defaults = config(&[]).expect("defaults are valid").sessions;
+        assert_eq!(defaults.refresh_idle, Duration::from_secs(14 * 86_400));
+        assert_eq!(defaults.max_age, Duration::from_secs(30 * 86_400));
+        let set = config(&[("REFRESH_TOKEN_TTL_SECONDS", "3600"), ("SESSION_MAX_AGE_SECONDS", "7200")]).expect("valid");
+        assert_eq!(set.sessions.refresh_idle, Duration::from_secs(3600));
+        assert_eq!(set.sessions.max_age, Duration::from_secs(7200));
+        let longer = config(&[("REFRESH_TOKEN_TTL_SECONDS", "7200"), ("SESSION_MAX_AGE_SECONDS", "3600")]);
+        assert_eq!(longer.expect_err("idle beyond the whole").var, "REFRESH_TOKEN_TTL_SECONDS");
+        assert_eq!(config(&[("SESSION_MAX_AGE_SECONDS", "10")]).expect_err("too short").var, "SESSION_MAX_AGE_SECONDS");
     }
 }

@@ -116,6 +116,14 @@ pub enum Error {
     /// Anything else that is not the client's fault.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// 401 on refresh: the refresh token is unknown, expired, retired or of an
+    /// ended session (`{"refresh_token": ["is invalid"]}`).
+    #[error("invalid refresh token")]
+    RefreshTokenInvalid,
+    /// 403: a cookie-borne request from an origin not allowed to use the cookie
+    /// (`{"origin": ["is not allowed"]}`, docs/auth.md "CSRF").
+    #[error("origin not allowed")]
+    OriginRefused,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -134,6 +142,8 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RefreshTokenInvalid => StatusCode::UNAUTHORIZED,
+            Self::OriginRefused => StatusCode::FORBIDDEN,
         }
     }
 
@@ -161,6 +171,8 @@ impl Error {
             Self::Database(_) | Self::Internal(_) => {
                 ValidationErrors::single("server", "internal error, please try again later")
             }
+            Self::RefreshTokenInvalid => ValidationErrors::single("refresh_token", "is invalid"),
+            Self::OriginRefused => ValidationErrors::single("origin", "is not allowed"),
         }
     }
 }

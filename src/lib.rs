@@ -26,7 +26,7 @@ use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use crate::{
     app::{AppState, HttpOptions},
-    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    auth::{JwtKeys, PasswordHasher, Revocations},
     config::{Config, Database, DatabaseConfig, JwtSecret},
     db::Reads,
     embedded_pg::EmbeddedPostgres,
@@ -47,13 +47,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -> anyhow::Result<()> {
-    let deleted_accounts =
-        DeletedAccounts::follow(&database.options, config.jwt_ttl).await.context("subscribing to deleted accounts")?;
+    let revocations =
+        Revocations::follow(&database.options, config.jwt_ttl).await.context("subscribing to revocations")?;
     let state = AppState {
         writes: database.writes.clone(),
         reads: database.reads.clone(),
-        jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl)),
-        deleted_accounts,
+        jwt: Arc::new(JwtKeys::new(&secret, config.jwt_ttl).with_session_lifetimes(config.sessions)),
+        revocations,
         hasher: PasswordHasher::with_queue(crate::auth::password::per_core(), config.password_hash_queue)?,
         common_passwords: config.common_passwords,
         readiness: Readiness::default(),
@@ -61,6 +61,7 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
             crate::auth::oidc::Oidc::new(&config.oidc, crate::auth::oidc::CacheSettings::default())
                 .context("OpenID Connect providers")?,
         ),
+        session_policy: Default::default(),
     };
     let readiness = state.readiness.clone();
     // Before the server, so that no signal is missed; and they stay caught.
@@ -117,7 +118,7 @@ async fn serve(config: &Config, database: &OpenDatabase, secret: SecretString) -
 pub struct OpenDatabase {
     pub writes: PgPool,
     pub reads: Reads,
-    /// How to reach it, for connections of their own (`auth::DeletedAccounts`).
+    /// How to reach it, for connections of their own (`auth::Revocations`).
     pub options: PgConnectOptions,
     embedded: Option<EmbeddedPostgres>,
 }

@@ -12,6 +12,8 @@ use crate::error::ErrorBody;
 /// Names of the security schemes, for `security(...)` in the annotations.
 pub const TOKEN: &str = "Token";
 pub const BEARER: &str = "Bearer";
+/// The refresh token's cookie (`auth::session::REFRESH_COOKIE`).
+pub const REFRESH_COOKIE: &str = "RefreshCookie";
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -35,7 +37,9 @@ pub const BEARER: &str = "Bearer";
             UnsupportedMediaType,
             ValidationFailed,
             InternalError,
-            Unavailable
+            Unavailable,
+            RefreshRefused,
+            OriginRefused
         )
     ),
     tags(
@@ -68,6 +72,14 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             BEARER,
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            REFRESH_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::REFRESH_COOKIE,
+                "The refresh token, set by register, login and refresh (`HttpOnly; Secure; SameSite=Strict; Path=/`); \
+                 a request carrying it must come from an allowed `Origin`",
+            ))),
         );
     }
 }
@@ -152,3 +164,15 @@ pub struct UnsupportedMediaType(pub ErrorBody);
 #[derive(Debug, ToResponse)]
 #[response(description = "Validation failed: messages by field")]
 pub struct ValidationFailed(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(
+    description = "The refresh token is unknown, expired, already used (which revokes its session) or of an ended session (`{\"errors\": {\"refresh_token\": [\"is invalid\"]}}`)"
+)]
+pub struct RefreshRefused(pub ErrorBody);
+
+#[derive(Debug, ToResponse)]
+#[response(
+    description = "The refresh cookie came from an origin not allowed to use it (`{\"errors\": {\"origin\": [\"is not allowed\"]}}`)"
+)]
+pub struct OriginRefused(pub ErrorBody);

@@ -1,9 +1,15 @@
 //! HS256 JSON Web Tokens with every claim checked.
 //!
 //! `jsonwebtoken`'s defaults accept tokens without `iss`, `aud` or `iat`. Here the
-//! algorithm is pinned and `exp`, `iat`, `iss`, `aud` and `sub` are all required.
+//! algorithm is pinned and `exp`, `iat`, `iss`, `aud`, `sub` and `sid` (the
+//! session the token belongs to, see `auth::session`) are all required. Tokens
+//! signed before sessions existed have no `sid` and are refused as invalid:
+//! everyone signs in once after that upgrade.
 
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +29,8 @@ struct Claims {
     aud: String,
     iat: u64,
     exp: u64,
+    /// The session's id (hyphenated).
+    sid: String,
 }
 
 /// Signing and verification keys, with the validation rules they are used with.
@@ -31,11 +39,12 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    lifetimes: super::session::SessionLifetimes,
 }
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("JwtKeys").field("ttl", &self.ttl).field("lifetimes", &self.lifetimes).finish_non_exhaustive()
     }
 }
 
@@ -43,30 +52,56 @@ impl JwtKeys {
     pub fn new(secret: &SecretString, ttl: Duration) -> Self {
         let bytes = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
+        // `sid` is required by `Claims` itself (no default).
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
-        Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation, ttl }
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            ttl,
+            lifetimes: super::session::SessionLifetimes::default(),
+        }
     }
 
-    /// A fresh token for the user.
-    pub fn sign(&self, user_id: i64) -> anyhow::Result<String> {
+    /// The same keys, with the sessions' and refresh tokens' lifetimes.
+    #[must_use]
+    pub fn with_session_lifetimes(self, lifetimes: super::session::SessionLifetimes) -> Self {
+        Self { lifetimes, ..self }
+    }
+
+    /// The access tokens' lifetime (`JWT_TTL_SECONDS`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The sessions' and refresh tokens' lifetimes.
+    pub fn lifetimes(&self) -> &super::session::SessionLifetimes {
+        &self.lifetimes
+    }
+
+    /// A fresh token for the user's session, expiring after the lifetime or
+    /// when the session does (`session_expires`), whichever comes first.
+    pub fn sign(&self, user_id: i64, session: Uuid, session_expires: DateTime<Utc>) -> anyhow::Result<String> {
         let iat = jsonwebtoken::get_current_timestamp();
+        let session_end = u64::try_from(session_expires.timestamp()).unwrap_or(0);
         let claims = Claims {
             sub: user_id.to_string(),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             iat,
-            exp: iat + self.ttl.as_secs(),
+            exp: (iat + self.ttl.as_secs()).min(session_end),
+            sid: session.hyphenated().to_string(),
         };
         Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
-    /// The user id of a valid token; why it is refused otherwise.
-    pub fn verify(&self, token: &str) -> Result<i64, TokenProblem> {
+    /// The user id and session id of a valid token; why it is refused otherwise.
+    pub fn verify(&self, token: &str) -> Result<(i64, Uuid), TokenProblem> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| match err
             .kind()
         {
@@ -77,7 +112,9 @@ impl JwtKeys {
         if data.claims.iat > now + self.validation.leeway {
             return Err(TokenProblem::Invalid); // issued in the future: not ours
         }
-        data.claims.sub.parse().map_err(|_| TokenProblem::Invalid)
+        let user = data.claims.sub.parse().map_err(|_| TokenProblem::Invalid)?;
+        let session = Uuid::try_parse(&data.claims.sid).map_err(|_| TokenProblem::Invalid)?;
+        Ok((user, session))
     }
 }
 
@@ -94,17 +131,42 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const SID: &str = "4b7f2c1e-9a3d-4e5f-8a6b-0c1d2e3f4a5b";
+
+    fn far() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::days(30)
+    }
 
     #[test]
-    fn a_signed_token_verifies_to_its_user() {
+    fn a_signed_token_verifies_to_its_user_and_session() {
         let keys = keys(SECRET);
-        let token = keys.sign(42).expect("signs");
-        assert_eq!(keys.verify(&token), Ok(42));
+        let sid = Uuid::new_v4();
+        let token = keys.sign(42, sid, far()).expect("signs");
+        assert_eq!(keys.verify(&token), Ok((42, sid)));
+    }
+
+    #[test]
+    fn a_token_expires_with_its_session_when_that_comes_first() {
+        let keys = keys(SECRET);
+        let ending = Utc::now() + chrono::Duration::seconds(120);
+        let token = keys.sign(42, Uuid::new_v4(), ending).expect("signs");
+        let data = jsonwebtoken::decode::<Claims>(&token, &keys.decoding, &keys.validation).expect("valid");
+        assert_eq!(data.claims.exp, u64::try_from(ending.timestamp()).expect("after 1970"));
+    }
+
+    #[test]
+    fn a_token_without_a_session_id_is_rejected() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let old = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60});
+        assert_eq!(keys(SECRET).verify(&forge(&old, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
+        let bad =
+            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60, "sid": "x"});
+        assert_eq!(keys(SECRET).verify(&forge(&bad, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_rejected() {
-        let token = keys("another secret of thirty-two bytes!!").sign(1).expect("signs");
+        let token = keys("another secret of thirty-two bytes!!").sign(1, Uuid::new_v4(), far()).expect("signs");
         assert_eq!(keys(SECRET).verify(&token), Err(TokenProblem::Invalid));
     }
 
@@ -112,8 +174,7 @@ mod tests {
     fn expired_tokens_and_tokens_missing_claims_are_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
         let keys = keys(SECRET);
-        let expired =
-            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600});
+        let expired = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now - 7200, "exp": now - 3600, "sid": SID});
         assert_eq!(keys.verify(&forge(&expired, SECRET, Algorithm::HS256)), Err(TokenProblem::Expired));
         let no_aud = serde_json::json!({"sub": "1", "iss": ISSUER, "iat": now, "exp": now + 60});
         assert_eq!(keys.verify(&forge(&no_aud, SECRET, Algorithm::HS256)), Err(TokenProblem::Invalid));
@@ -126,7 +187,8 @@ mod tests {
     #[test]
     fn other_algorithms_and_garbage_are_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60});
+        let claims =
+            serde_json::json!({"sub": "1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 60, "sid": SID});
         assert_eq!(keys(SECRET).verify(&forge(&claims, SECRET, Algorithm::HS512)), Err(TokenProblem::Invalid));
         assert_eq!(keys(SECRET).verify("not.a.token"), Err(TokenProblem::Invalid));
         assert_eq!(keys(SECRET).verify(""), Err(TokenProblem::Invalid));

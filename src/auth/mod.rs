@@ -1,14 +1,16 @@
-//! Credentials: JWT access tokens and Argon2id password hashes, and why a token
-//! is refused (with the HTTP challenge that says so).
+//! Credentials: JWT access tokens, the sessions they belong to and their refresh
+//! tokens, Argon2id password hashes, and why a token is refused (with the HTTP
+//! challenge that says so).
 
-mod deleted_accounts;
 pub mod jwt;
 pub mod oidc;
 pub mod password;
+mod revocations;
+pub mod session;
 
-pub use deleted_accounts::DeletedAccounts;
 pub use jwt::JwtKeys;
 pub use password::PasswordHasher;
+pub use revocations::Revocations;
 
 /// Why a request carries no usable credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +21,8 @@ pub enum TokenProblem {
     Invalid,
     /// Its `exp` has passed.
     Expired,
-    /// Well signed, but the account it names no longer exists.
+    /// Well signed, but the account it names no longer exists, or its session
+    /// has been revoked.
     Revoked,
 }
 

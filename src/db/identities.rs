@@ -175,16 +175,19 @@ pub async fn create_handoff(
     Ok(())
 }
 
-/// Consumes a handoff code: the account it signs in, once, before it expires.
+/// Consumes a handoff code: the account it signs in and the provider it signed
+/// in with, once, before it expires.
 #[tracing::instrument(skip_all)]
-pub async fn take_handoff(db: impl PgExecutor<'_>, code_hash: &[u8]) -> Result<Option<UserRow>, Error> {
-    Ok(sqlx::query_as!(
-        UserRow,
+pub async fn take_handoff(db: impl PgExecutor<'_>, code_hash: &[u8]) -> Result<Option<(UserRow, String)>, Error> {
+    let row = sqlx::query!(
         r#"WITH taken AS (
-               DELETE FROM oidc_handoffs WHERE code_hash = $1 AND expires_at > now() RETURNING user_id)
-           SELECT u.id, u.username, u.email, u.bio, u.image FROM users u JOIN taken ON taken.user_id = u.id"#,
+               DELETE FROM oidc_handoffs WHERE code_hash = $1 AND expires_at > now() RETURNING user_id, provider)
+           SELECT u.id, u.username, u.email, u.bio, u.image, taken.provider
+           FROM users u JOIN taken ON taken.user_id = u.id"#,
         code_hash
     )
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(row
+        .map(|r| (UserRow { id: r.id, username: r.username, email: r.email, bio: r.bio, image: r.image }, r.provider)))
 }

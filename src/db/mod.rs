@@ -12,6 +12,7 @@ pub mod comments;
 pub mod identities;
 pub mod profiles;
 mod reads;
+pub mod sessions;
 pub mod tags;
 pub mod users;
 

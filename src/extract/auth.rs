@@ -12,8 +12,9 @@
 //!   error="invalid_token"` to the answer, so that a client holding a stale token
 //!   can still read the site and can notice that it should sign in again.
 //!
-//! A well-signed token whose account is gone is refused here too, as `has been
-//! revoked` ([`DeletedAccounts`]), so every endpoint treats it alike. The
+//! A well-signed token whose account is gone, or whose session has been revoked,
+//! is refused here too, as `has been revoked` ([`Revocations`]), so every
+//! endpoint treats it alike. The
 //! challenge is added to answers to reads (`GET`, `HEAD`) only: writes answer as
 //! they always did, and a stale token sent along with a login changes nothing in
 //! its answer.
@@ -32,13 +33,15 @@ use axum::{
 };
 
 use crate::{
-    auth::{DeletedAccounts, JwtKeys, TokenProblem},
+    auth::{JwtKeys, Revocations, TokenProblem},
     error::Error,
 };
 
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: i64,
+    /// The session the token belongs to (its `sid`).
+    pub session: uuid::Uuid,
     /// The token as presented, handed back in user responses.
     pub token: String,
 }
@@ -61,11 +64,11 @@ pub fn caller_id(extensions: &Extensions) -> Option<i64> {
 /// was refused; a `401` has its own challenge already.
 pub async fn authenticate(
     State(keys): State<Arc<JwtKeys>>,
-    State(deleted): State<DeletedAccounts>,
+    State(revocations): State<Revocations>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(outcome) = check(request.headers(), &keys, &deleted) else { return next.run(request).await };
+    let Some(outcome) = check(request.headers(), &keys, &revocations) else { return next.run(request).await };
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
     let refused = outcome.as_ref().err().copied();
     request.extensions_mut().insert(Authentication(outcome));
@@ -81,7 +84,7 @@ pub async fn authenticate(
 
 /// `None` without a token (no `Authorization` header, or one in another scheme,
 /// such as `Basic`); the caller, or why the token is refused, otherwise.
-fn check(headers: &HeaderMap, keys: &JwtKeys, deleted: &DeletedAccounts) -> Option<Result<AuthUser, TokenProblem>> {
+fn check(headers: &HeaderMap, keys: &JwtKeys, revoked: &Revocations) -> Option<Result<AuthUser, TokenProblem>> {
     let header = headers.get(AUTHORIZATION)?;
     let Ok(value) = header.to_str() else { return Some(Err(TokenProblem::Invalid)) };
     let token = parse_authorization(value)?;
@@ -89,8 +92,10 @@ fn check(headers: &HeaderMap, keys: &JwtKeys, deleted: &DeletedAccounts) -> Opti
         return Some(Err(TokenProblem::Invalid));
     }
     let outcome = match keys.verify(token) {
-        Ok(id) if deleted.contains(id) => Err(TokenProblem::Revoked),
-        verified => verified.map(|id| AuthUser { id, token: token.to_owned() }),
+        Ok((id, session)) if revoked.account_deleted(id) || revoked.session_revoked(session) => {
+            Err(TokenProblem::Revoked)
+        }
+        verified => verified.map(|(id, session)| AuthUser { id, session, token: token.to_owned() }),
     };
     Some(outcome)
 }
@@ -100,18 +105,18 @@ fn check(headers: &HeaderMap, keys: &JwtKeys, deleted: &DeletedAccounts) -> Opti
 fn outcome<S>(parts: &mut Parts, state: &S) -> Option<Result<AuthUser, TokenProblem>>
 where
     Arc<JwtKeys>: FromRef<S>,
-    DeletedAccounts: FromRef<S>,
+    Revocations: FromRef<S>,
 {
     match parts.extensions.remove::<Authentication>() {
         Some(Authentication(outcome)) => Some(outcome),
-        None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state), &DeletedAccounts::from_ref(state)),
+        None => check(&parts.headers, &Arc::<JwtKeys>::from_ref(state), &Revocations::from_ref(state)),
     }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
 where
     Arc<JwtKeys>: FromRef<S>,
-    DeletedAccounts: FromRef<S>,
+    Revocations: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Error;
@@ -124,7 +129,7 @@ where
 impl<S> OptionalFromRequestParts<S> for AuthUser
 where
     Arc<JwtKeys>: FromRef<S>,
-    DeletedAccounts: FromRef<S>,
+    Revocations: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Error;
@@ -154,12 +159,12 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::{AuthUser, parse_authorization};
-    use crate::auth::{DeletedAccounts, JwtKeys};
+    use crate::auth::{JwtKeys, Revocations};
 
     #[derive(Clone, FromRef)]
     struct State {
         keys: Arc<JwtKeys>,
-        deleted: DeletedAccounts,
+        revocations: Revocations,
     }
 
     /// Without the layer (a router of a forker's own), the extractor checks the
@@ -168,8 +173,9 @@ mod tests {
     async fn without_the_layer_the_extractor_checks_the_token_itself() {
         let keys =
             Arc::new(JwtKeys::new(&SecretString::from("0123456789abcdef0123456789abcdef"), Duration::from_secs(60)));
-        let token = keys.sign(42).expect("signs");
-        let state = State { keys, deleted: DeletedAccounts::default() };
+        let far = chrono::Utc::now() + chrono::Duration::days(1);
+        let token = keys.sign(42, uuid::Uuid::new_v4(), far).expect("signs");
+        let state = State { keys, revocations: Revocations::default() };
         let router =
             Router::new().route("/", get(|user: AuthUser| async move { user.id.to_string() })).with_state(state);
         let request = |authorization: Option<String>| {

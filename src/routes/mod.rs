@@ -2,6 +2,7 @@
 //! The DTOs here are shared by several resources.
 
 pub mod articles;
+pub mod auth;
 pub mod comments;
 pub mod health;
 pub mod oidc;

@@ -8,13 +8,16 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    auth::oidc::{self, IdTokenClaims, IdTokenError, Provider, ProviderError},
-    db::{self, users::UserRow},
+    auth::{
+        oidc::{self, IdTokenClaims, IdTokenError, Provider, ProviderError},
+        session::{self, ClientInfo, Delivery},
+    },
+    db,
     domain::{Email, Username},
     error::{Error, Result},
     extract::{Json, Path},
@@ -343,27 +346,14 @@ pub struct ExchangeRequest {
     handoff: Handoff,
 }
 
-/// As `users::User`: the login answer.
-#[derive(Debug, Serialize)]
-struct SignedInUser {
-    email: String,
-    token: String,
-    username: String,
-    bio: Option<String>,
-    image: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SignedIn {
-    user: SignedInUser,
-}
-
 /// Exchange the one-time code of a finished sign-in for the user, with a token,
 /// as login answers. The code works once, within 60 s.
 #[utoipa::path(post, path = "/auth/oidc/exchange", tag = TAG, operation_id = "OidcExchange",
     request_body = ExchangeRequest,
+    params(("X-Refresh-Token-Delivery" = Option<String>, Header, description = "`body` to receive the refresh token in `user.refreshToken` instead of the `__Host-conduit-refresh` cookie")),
     responses(
-        (status = 200, description = "The user, with a new token", body = crate::routes::users::UserResponse),
+        (status = 200, description = "The user, with a new token; a session is opened", body = crate::routes::users::UserResponse,
+            headers(("Set-Cookie" = String, description = "`__Host-conduit-refresh=<refresh token>; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=<idle lifetime>`, unless the refresh token was asked for in the body"))),
         (status = 400, description = "The code is unknown, expired or already used", body = crate::error::ErrorBody),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
@@ -372,30 +362,19 @@ pub struct SignedIn {
 #[tracing::instrument(skip_all)]
 pub async fn exchange(
     State(state): State<AppState>,
+    client: ClientInfo,
+    delivery: Delivery,
     Json(ExchangeRequest { handoff: Handoff { code } }): Json<ExchangeRequest>,
-) -> Result<Json<SignedIn>> {
+) -> Result<Response> {
     let gone = || refused(StatusCode::BAD_REQUEST, "code", "is invalid, expired or already used");
     // A code PostgreSQL could not store matches nothing; hashing makes any text safe.
     let mut tx = state.writes.begin().await?;
-    let row = db::identities::take_handoff(&mut *tx, &oidc::hash(&code)).await?.ok_or_else(gone)?;
-    let answer = open_session(&state, &mut tx, row).await?;
+    let (row, provider) = db::identities::take_handoff(&mut *tx, &oidc::hash(&code)).await?.ok_or_else(gone)?;
+    let method = format!("oidc:{provider}");
+    let issued = session::open(&mut tx, &state.jwt, row.id, &method, &client).await?;
     tx.commit().await?;
-    Ok(answer)
-}
-
-/// Opens the session of a sign-in and answers as login does.
-// merged with auth::session::open by the lead
-async fn open_session(state: &AppState, _conn: &mut sqlx::PgConnection, row: UserRow) -> Result<Json<SignedIn>> {
-    let token = state.jwt.sign(row.id)?;
-    Ok(Json(SignedIn {
-        user: SignedInUser {
-            email: row.email,
-            token,
-            username: row.username,
-            bio: super::unset_if_empty(row.bio),
-            image: super::unset_if_empty(row.image),
-        },
-    }))
+    tracing::info!(user_id = row.id, session = %issued.session_id, %method, "signed in");
+    Ok(super::users::signed_in(row, &issued, delivery, StatusCode::OK))
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
 //! `/api/users`, `/api/users/login` and `/api/user`: accounts and sessions.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{StatusCode, header::SET_COOKIE},
+    response::{IntoResponse as _, Response},
+};
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
+    auth::session::{self, ClientInfo, Delivery, Issued},
     db,
     domain::{self, Bio, Email, ImageUrl, Password, Username},
     error::{Error, Result, ValidationErrors},
@@ -128,7 +134,13 @@ impl TryFrom<UpdateUser> for domain::UserChanges {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct User {
     email: String,
+    /// The access token, for `Authorization: Token <token>` or `Bearer <token>`.
     token: String,
+    /// The new refresh token, only when the request asked for it with
+    /// `X-Refresh-Token-Delivery: body` (otherwise it is in the refresh cookie).
+    #[serde(rename = "refreshToken", skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    refresh_token: Option<String>,
     username: String,
     #[schema(required = true)]
     bio: Option<String>,
@@ -146,6 +158,7 @@ fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
         user: User {
             email: row.email,
             token,
+            refresh_token: None,
             username: row.username,
             bio: super::unset_if_empty(row.bio),
             image: super::unset_if_empty(row.image),
@@ -153,11 +166,28 @@ fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
     })
 }
 
+/// The answer to a sign-in or refresh: the user with the new access token, and
+/// the new refresh token where the client wants it (`delivery`): in the body's
+/// `user.refreshToken`, or in the `Set-Cookie` of the refresh cookie.
+pub fn signed_in(row: db::users::UserRow, issued: &Issued, delivery: Delivery, status: StatusCode) -> Response {
+    let Json(mut body) = respond(row, issued.access_token.clone());
+    if delivery == Delivery::Body {
+        body.user.refresh_token = Some(issued.refresh_token.expose_secret().to_owned());
+    }
+    let mut response = (status, Json(body)).into_response();
+    if delivery == Delivery::Cookie {
+        response.headers_mut().insert(SET_COOKIE, issued.cookie());
+    }
+    response
+}
+
 /// Register a new user.
 #[utoipa::path(post, path = "/users", tag = "User and Authentication", operation_id = "CreateUser",
     request_body = NewUserRequest,
+    params(("X-Refresh-Token-Delivery" = Option<String>, Header, description = "`body` to receive the refresh token in `user.refreshToken` instead of the `__Host-conduit-refresh` cookie")),
     responses(
-        (status = 201, description = "The new user, with a token", body = UserResponse),
+        (status = 201, description = "The new user, with a token; a session is opened", body = UserResponse,
+            headers(("Set-Cookie" = String, description = "`__Host-conduit-refresh=<refresh token>; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=<idle lifetime>`, unless the refresh token was asked for in the body"))),
         (status = 400, response = BadRequest),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -167,23 +197,29 @@ fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientInfo,
+    delivery: Delivery,
     Json(NewUserRequest { user: new }): Json<NewUserRequest>,
-) -> Result<(StatusCode, Json<UserResponse>)> {
+) -> Result<Response> {
     let domain::NewUser { username, email, password } = new.try_into()?;
     state.common_passwords.check(&password).map_err(|err| ValidationErrors::single("password", err))?;
     let hash = state.hasher.hash(&password).await?;
-    let row = db::users::insert(&state.writes, username.as_str(), email.as_str(), &hash).await?;
-    let token = state.jwt.sign(row.id)?;
-    tracing::info!(user_id = row.id, "user registered");
-    Ok((StatusCode::CREATED, respond(row, token)))
+    let mut tx = state.writes.begin().await?;
+    let row = db::users::insert(&mut *tx, username.as_str(), email.as_str(), &hash).await?;
+    let issued = session::open(&mut tx, &state.jwt, row.id, "register", &client).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = row.id, session = %issued.session_id, "user registered");
+    Ok(signed_in(row, &issued, delivery, StatusCode::CREATED))
 }
 
 /// Log in: one 401 for an unknown email and a wrong password, after the same
 /// Argon2 work in both cases.
 #[utoipa::path(post, path = "/users/login", tag = "User and Authentication", operation_id = "Login",
     request_body = LoginUserRequest,
+    params(("X-Refresh-Token-Delivery" = Option<String>, Header, description = "`body` to receive the refresh token in `user.refreshToken` instead of the `__Host-conduit-refresh` cookie")),
     responses(
-        (status = 200, description = "The user, with a new token", body = UserResponse),
+        (status = 200, description = "The user, with a new token; a session is opened", body = UserResponse,
+            headers(("Set-Cookie" = String, description = "`__Host-conduit-refresh=<refresh token>; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=<idle lifetime>`, unless the refresh token was asked for in the body"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
@@ -193,8 +229,10 @@ pub async fn register(
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientInfo,
+    delivery: Delivery,
     Json(LoginUserRequest { user: login }): Json<LoginUserRequest>,
-) -> Result<Json<UserResponse>> {
+) -> Result<Response> {
     let domain::Credentials { email, password } = (&login).try_into()?;
     // An email PostgreSQL cannot even store matches no account.
     let found = if email.contains('\0') { None } else { db::users::credentials_by_email(&state.writes, email).await? };
@@ -205,8 +243,9 @@ pub async fn login(
     if !state.hasher.verify(password, &found.password_hash).await? {
         return Err(Error::InvalidCredentials);
     }
-    let token = state.jwt.sign(found.user.id)?;
-    Ok(respond(found.user, token))
+    let mut conn = state.writes.acquire().await?;
+    let issued = session::open(&mut conn, &state.jwt, found.user.id, "password", &client).await?;
+    Ok(signed_in(found.user, &issued, delivery, StatusCode::OK))
 }
 
 /// The current user, with the token they presented.
@@ -225,7 +264,8 @@ pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Js
 }
 
 /// Update any subset of the current user's fields. Re-sending one's own username
-/// or email is not a conflict.
+/// or email is not a conflict. A new password or a changed email revokes every
+/// other session of the user (this one stays), in the same transaction.
 #[utoipa::path(put, path = "/user", tag = "User and Authentication", operation_id = "UpdateCurrentUser",
     request_body = UpdateUserRequest,
     security(("Token" = []), ("Bearer" = [])),
@@ -252,18 +292,37 @@ pub async fn update(
         }
         None => None,
     };
-    let row = db::users::update(
-        &state.writes,
-        user.id,
-        &db::users::Changes {
-            username: username.as_ref().map(Username::as_str),
-            email: email.as_ref().map(Email::as_str),
-            password_hash: password_hash.as_deref(),
-            bio: bio.as_ref().map(Bio::as_str),
-            image: image.as_ref().map(ImageUrl::as_str),
-        },
-    )
-    .await?
-    .ok_or(db::Error::CallerGone)?;
+    let changes = db::users::Changes {
+        username: username.as_ref().map(Username::as_str),
+        email: email.as_ref().map(Email::as_str),
+        password_hash: password_hash.as_deref(),
+        bio: bio.as_ref().map(Bio::as_str),
+        image: image.as_ref().map(ImageUrl::as_str),
+    };
+    let (row, revoked) = if changes.password_hash.is_none() && changes.email.is_none() {
+        // No credential at stake: one statement, as before sessions.
+        (db::users::update(&state.writes, user.id, &changes).await?, Vec::new())
+    } else {
+        let mut tx = state.writes.begin().await?;
+        // Before the update, which changes the email compared here.
+        let revoked = db::sessions::revoke_others_on_credentials_change(
+            &mut *tx,
+            user.id,
+            user.session,
+            changes.password_hash.is_some(),
+            changes.email,
+        )
+        .await?;
+        let row = db::users::update(&mut *tx, user.id, &changes).await?;
+        tx.commit().await?;
+        (row, revoked)
+    };
+    let row = row.ok_or(db::Error::CallerGone)?;
+    if !revoked.is_empty() {
+        tracing::info!(user_id = user.id, revoked = revoked.len(), "credentials changed: other sessions revoked");
+    }
+    for id in revoked {
+        state.revocations.revoke_session(id);
+    }
     Ok(respond(row, user.token))
 }

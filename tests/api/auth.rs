@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use conduit::{
     app::{AppState, HttpOptions},
-    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    auth::{JwtKeys, PasswordHasher, Revocations},
 };
 use secrecy::SecretString;
 
@@ -33,10 +33,21 @@ async fn send_with_authorization(app: &TestApp, method: Method, uri: &str, autho
 }
 
 /// A token signed with `secret`, with the server's claims for `sub` and the given
-/// issue and expiry times (seconds from now, may be negative).
+/// issue and expiry times (seconds from now, may be negative), naming a session
+/// (`sid`) of its own that no one revoked.
 fn forge(secret: &str, sub: &str, issued: i64, expires: i64) -> String {
     let now = i64::try_from(jsonwebtoken::get_current_timestamp()).expect("a sane clock");
-    let claims = json!({"sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now + issued, "exp": now + expires});
+    let sid = uuid::Uuid::new_v4().to_string();
+    let claims = json!({
+        "sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now + issued, "exp": now + expires, "sid": sid,
+    });
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
+}
+
+/// A token as servers signed them before sessions: no `sid`.
+fn forge_without_session(secret: &str, sub: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": sub, "iss": "conduit", "aud": "conduit-api", "iat": now, "exp": now + 3600});
     jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encodes")
 }
 
@@ -116,6 +127,8 @@ async fn malformed_expired_and_badly_signed_tokens_are_401() {
         format!("Token {}", forge(JWT_SECRET, &id, 3600, 7200)),
         format!("Token {}", forge(other_secret, &id, 0, 3600)),
         format!("Token {}", forge(JWT_SECRET, "not-a-number", 0, 3600)),
+        // Signed before sessions existed: everyone signs in once after the upgrade.
+        format!("Token {}", forge_without_session(JWT_SECRET, &id)),
         "Token garbage".to_owned(),
         "Token a.b.c".to_owned(),
         "Token ".to_owned(),
@@ -320,16 +333,16 @@ async fn a_server_started_after_an_account_was_deleted_refuses_its_tokens_at_onc
     let id = user_id_of_token(&token);
 
     // A second server on the same database reads the deletion when it starts.
-    let later = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
-    assert!(later.contains(id));
+    let later = Revocations::follow(&app.options, TOKEN_LIFETIME).await.expect("follow revocations");
+    assert!(later.account_deleted(id));
 }
 
 #[tokio::test]
 async fn every_server_on_the_database_hears_of_a_deletion() {
     let app = TestApp::new().await;
     let token = app.register("jake").await;
-    let other = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
-    assert!(!other.contains(user_id_of_token(&token)));
+    let other = Revocations::follow(&app.options, TOKEN_LIFETIME).await.expect("follow revocations");
+    assert!(!other.account_deleted(user_id_of_token(&token)));
 
     app.delete_account("jake").await;
     crate::support::wait_until_deleted(&other, user_id_of_token(&token)).await;
@@ -344,10 +357,9 @@ async fn deletions_older_than_the_tokens_lifetime_are_not_kept() {
     .execute(&app.db)
     .await
     .expect("record two deletions");
-    let accounts =
-        DeletedAccounts::follow(&app.options, Duration::from_secs(3600)).await.expect("follow deleted accounts");
-    assert!(!accounts.contains(41), "every token of an account deleted two hours ago has expired");
-    assert!(accounts.contains(42));
+    let accounts = Revocations::follow(&app.options, Duration::from_secs(3600)).await.expect("follow revocations");
+    assert!(!accounts.account_deleted(41), "every token of an account deleted two hours ago has expired");
+    assert!(accounts.account_deleted(42));
 }
 
 /// Before the notification arrives, a deleted account's token passes the
@@ -364,11 +376,12 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
         writes: app.db.clone(),
         reads: app.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
-        deleted_accounts: DeletedAccounts::default(),
+        revocations: Revocations::default(),
         hasher: PasswordHasher::new(1).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
         oidc: Default::default(),
+        session_policy: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     app.router = conduit::app::router(state, &options);
@@ -396,7 +409,7 @@ async fn a_deleted_account_not_yet_heard_of_still_gets_the_revoked_401() {
 /// The user id a token of ours names.
 fn user_id_of_token(token: &str) -> i64 {
     let keys = JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME);
-    keys.verify(token).expect("a valid token")
+    keys.verify(token).expect("a valid token").0
 }
 
 #[tokio::test]
@@ -419,7 +432,7 @@ async fn a_dropped_set_of_deleted_accounts_closes_its_connection() {
         }
     };
     wait_for(1).await; // the router's
-    let other = DeletedAccounts::follow(&app.options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    let other = Revocations::follow(&app.options, TOKEN_LIFETIME).await.expect("follow revocations");
     wait_for(2).await;
     drop(other);
     wait_for(1).await;

@@ -16,7 +16,7 @@ use std::{
 
 use conduit::{
     app::{AppState, HttpOptions},
-    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    auth::{JwtKeys, PasswordHasher, Revocations},
     edge::server::Settings,
     embedded_pg::EmbeddedPostgres,
 };
@@ -113,16 +113,17 @@ struct Served {
 async fn serve(cluster: &Cluster, request_timeout: Duration, settings: Settings) -> Served {
     let options = cluster.pg().connect_options();
     let (writes, reads) = conduit::db::open(options.clone(), 5, request_timeout).await.expect("open the database");
-    let deleted_accounts = DeletedAccounts::follow(&options, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+    let revocations = Revocations::follow(&options, TOKEN_LIFETIME).await.expect("follow revocations");
     let state = AppState {
         writes,
         reads,
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
-        deleted_accounts,
+        revocations,
         hasher: PasswordHasher::new(2).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
         oidc: Default::default(),
+        session_policy: Default::default(),
     };
     let router = conduit::app::router(state, &HttpOptions { request_timeout, ..Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -291,7 +291,9 @@ async fn jake_behind_a_lock(app: &TestApp) -> (sqlx::Transaction<'static, sqlx::
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
         crate::support::TOKEN_LIFETIME,
     );
-    let token = keys.sign(id).expect("sign a token for jake");
+    let token = keys
+        .sign(id, uuid::Uuid::new_v4(), chrono::Utc::now() + chrono::Duration::days(1))
+        .expect("sign a token for jake");
     let mut lock = app.db.begin().await.expect("begin");
     sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock users");
     (lock, token)

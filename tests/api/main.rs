@@ -18,6 +18,7 @@ mod profiles;
 mod rate_limit;
 mod reads;
 mod server;
+mod sessions;
 mod statements;
 mod support;
 mod tags;

@@ -207,11 +207,12 @@ async fn a_correct_login_is_answered_quickly_while_a_flood_of_bad_logins_is_shed
         writes: app.db.clone(),
         reads: app.reads.clone(),
         jwt: Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME)),
-        deleted_accounts: app.deleted_accounts.clone(),
+        revocations: app.revocations.clone(),
         hasher: hasher.clone(),
         common_passwords: Default::default(),
         readiness: Default::default(),
         oidc: Default::default(),
+        session_policy: Default::default(),
     };
     let options = HttpOptions { request_timeout: Duration::from_secs(120), ..HttpOptions::default() };
     let router = app::router(state, &options);

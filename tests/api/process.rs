@@ -223,18 +223,19 @@ async fn seeding_at_scale_s_fills_every_table_and_the_api_serves_it() {
         &secrecy::SecretString::from(crate::support::JWT_SECRET),
         Duration::from_secs(3600),
     ));
-    let deleted_accounts = conduit::auth::DeletedAccounts::follow(&pg.connect_options(), Duration::from_secs(3600))
+    let revocations = conduit::auth::Revocations::follow(&pg.connect_options(), Duration::from_secs(3600))
         .await
-        .expect("follow deleted accounts");
+        .expect("follow revocations");
     let state = conduit::app::AppState {
         writes: db.clone(),
         reads,
         jwt,
-        deleted_accounts,
+        revocations,
         hasher: conduit::auth::PasswordHasher::new(2).expect("hasher"),
         common_passwords: Default::default(),
         readiness: Default::default(),
         oidc: Default::default(),
+        session_policy: Default::default(),
     };
     let options = conduit::app::HttpOptions { request_timeout: Duration::from_secs(30), ..Default::default() };
     let router = conduit::app::router(state, &options);

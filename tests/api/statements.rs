@@ -128,6 +128,7 @@ async fn every_read_endpoint_runs_exactly_one_statement() {
         ("/api/profiles/nobody", None, StatusCode::NOT_FOUND),
         ("/api/tags", None, StatusCode::OK),
         ("/api/user", ann, StatusCode::OK),
+        ("/api/user/sessions", ann, StatusCode::OK),
     ];
     for (uri, token, status) in reads {
         let (response, statements) = with_statements(&app, Method::GET, uri, token, None).await;

@@ -33,7 +33,7 @@ use axum::{
 };
 use conduit::{
     app::{self, AppState, HttpOptions},
-    auth::{DeletedAccounts, JwtKeys, PasswordHasher},
+    auth::{JwtKeys, PasswordHasher, Revocations},
     db::Reads,
     edge::rate_limit::RateLimits,
     embedded_pg::EmbeddedPostgres,
@@ -161,8 +161,9 @@ pub struct TestApp {
     pub db: PgPool,
     /// The pool of the one-statement reads, as the router has it.
     pub reads: Reads,
-    /// The deleted accounts, as the router's authentication path knows them.
-    pub deleted_accounts: DeletedAccounts,
+    /// The deleted accounts and revoked sessions, as the router's
+    /// authentication path knows them.
+    pub revocations: Revocations,
     /// The router's readiness (`/health/ready`).
     pub readiness: conduit::routes::health::Readiness,
     /// How to reach this test's database.
@@ -203,17 +204,17 @@ impl TestApp {
         let (db, reads) =
             conduit::db::open(options_db.clone(), 5, options.request_timeout).await.expect("open the test database");
         let jwt = Arc::new(JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME));
-        let deleted_accounts =
-            DeletedAccounts::follow(&options_db, TOKEN_LIFETIME).await.expect("follow deleted accounts");
+        let revocations = Revocations::follow(&options_db, TOKEN_LIFETIME).await.expect("follow revocations");
         let state = AppState {
             writes: db.clone(),
             reads: reads.clone(),
             jwt,
-            deleted_accounts: deleted_accounts.clone(),
+            revocations: revocations.clone(),
             hasher: PasswordHasher::new(2).expect("hasher"),
             common_passwords: Default::default(),
             readiness: Default::default(),
             oidc: Default::default(),
+            session_policy: Default::default(),
         };
         let readiness = state.readiness.clone();
         Self {
@@ -221,7 +222,7 @@ impl TestApp {
             state,
             db,
             reads,
-            deleted_accounts,
+            revocations,
             readiness,
             options: options_db,
             name,
@@ -306,7 +307,7 @@ impl TestApp {
             .fetch_one(&self.db)
             .await
             .expect("delete the account");
-        wait_until_deleted(&self.deleted_accounts, id).await;
+        wait_until_deleted(&self.revocations, id).await;
     }
 
     /// Number of rows in `table` (to check that nothing was half-written).
@@ -402,9 +403,9 @@ pub fn is_millis_timestamp(value: &Value) -> bool {
 }
 
 /// Waits, up to 10 s, until `accounts` holds `id`.
-pub async fn wait_until_deleted(accounts: &DeletedAccounts, id: i64) {
+pub async fn wait_until_deleted(accounts: &Revocations, id: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !accounts.contains(id) {
+    while !accounts.account_deleted(id) {
         assert!(tokio::time::Instant::now() < deadline, "account {id}'s deletion was not heard of in 10 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -159,6 +159,12 @@ impl RateLimits {
         self.0.clone().map(|limiter| RateLimitLayer { limiter })
     }
 
+    /// The proxies trusted to name the client (`TRUSTED_PROXIES`); none when
+    /// limiting is off (the peer is then the client: sessions record it).
+    pub fn trusted_proxies(&self) -> crate::edge::client_ip::TrustedProxies {
+        self.0.as_ref().map(|limiter| limiter.trusted_proxies.clone()).unwrap_or_default()
+    }
+
     /// Keys held by the in-process store (for tests of its bound).
     pub fn local_keys(&self) -> usize {
         self.0.as_ref().map_or(0, |limiter| limiter.store.local.len())
