@@ -4,7 +4,7 @@
 use std::{
     path::Path,
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
@@ -25,16 +25,23 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run conduit");
-    let started = Instant::now();
-    while child.try_wait().expect("poll conduit").is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            child.kill().ok();
-            let output = child.wait_with_output().expect("output");
-            panic!("`conduit {}` was still running after 20 s: {output:?}", args.join(" "));
+    // The pipes are read while the command runs (`wait_with_output`): the OpenAPI
+    // document is larger than a pipe's buffer, and a child blocked on a full pipe
+    // never exits. A watchdog kills it after 20 s.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = finished.recv_timeout(Duration::from_secs(20)).is_err();
+        if timed_out {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).ok();
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+        timed_out
+    });
+    let output = child.wait_with_output().expect("output");
+    done.send(()).ok();
+    let timed_out = watchdog.join().expect("watchdog");
+    assert!(!timed_out, "`conduit {}` was still running after 20 s: {output:?}", args.join(" "));
+    output
 }
 
 fn free_port() -> u16 {
