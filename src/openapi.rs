@@ -49,7 +49,7 @@ pub const REFRESH_COOKIE: &str = "RefreshCookie";
         (name = "Comments"),
         (name = "Favorites"),
         (name = "Tags"),
-        (name = "OpenID Connect sign-in", description = "Sign-in with an OpenID Provider (docs/auth-oidc.md)"),
+        (name = "OpenID Connect sign-in", description = "Sign-in with an OpenID Provider (docs/auth.md)"),
         (name = "Health", description = "Probes for load balancers and orchestrators")
     )
 )]

@@ -1,7 +1,7 @@
 //! OpenID Connect sign-in over HTTP: `start` sends the browser to the provider,
 //! `callback` takes it back and hands the frontend a one-time code, `exchange`
 //! turns the code into the usual user object with a token. The decisions are in
-//! docs/auth-oidc.md; the protocol in `auth::oidc`.
+//! docs/auth.md; the protocol in `auth::oidc`.
 
 use axum::{
     extract::{RawQuery, State},

@@ -5,7 +5,7 @@
 //! This module holds the providers ([`Oidc`]), the random values of a sign-in
 //! and their hashes; [`provider`] talks to a provider (discovery, JWKS, token
 //! endpoint) and [`id_token`] validates what it sends back. The HTTP side is
-//! `routes::oidc`, the SQL `db::identities`, the decisions docs/auth-oidc.md.
+//! `routes::oidc`, the SQL `db::identities`, the decisions docs/auth.md.
 
 pub mod id_token;
 pub mod provider;
