@@ -19,8 +19,9 @@ CREATE TABLE sessions (
     revoked_at   timestamptz
 );
 
--- A user's live sessions (the list, logout-all, revoking the others).
-CREATE INDEX sessions_live_by_user ON sessions (user_id, created_at DESC) WHERE revoked_at IS NULL;
+-- A user's sessions: the list, logout-all, revoking the others, pruning the
+-- ended ones at each sign-in, and the cascade when the user is deleted.
+CREATE INDEX sessions_by_user ON sessions (user_id, created_at DESC);
 -- The recent revocations each server reads when it (re)subscribes.
 CREATE INDEX sessions_revoked_at ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
 

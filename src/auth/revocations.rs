@@ -50,7 +50,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Tokens are accepted up to this long after their `exp` (`jwt`'s leeway), so a
 /// revocation is remembered this much longer than the tokens' lifetime.
-const LEEWAY: Duration = Duration::from_secs(60);
+pub(crate) const LEEWAY: Duration = Duration::from_secs(60);
 
 /// The sets, and what tells their task that the last handle is gone.
 #[derive(Debug, Default)]

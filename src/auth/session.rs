@@ -261,6 +261,7 @@ pub async fn open(
             client_addr: client.address,
             method,
             refresh_hash: &hash(refresh_token.expose_secret()),
+            keep_revoked: keys.ttl() + super::revocations::LEEWAY,
         },
     )
     .await?;

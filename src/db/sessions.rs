@@ -19,6 +19,9 @@ pub struct NewSession<'a> {
     pub method: &'a str,
     /// SHA-256 of the first refresh token.
     pub refresh_hash: &'a [u8],
+    /// How long a revoked session must be kept: until no token naming it can
+    /// still be accepted (the revocation sets are read from these rows).
+    pub keep_revoked: Duration,
 }
 
 /// A live session, as a token is issued for it.
@@ -48,12 +51,18 @@ pub struct Revoked {
 }
 
 /// Opens a session with its first refresh token, in one statement. The token
-/// lives no longer than its session.
+/// lives no longer than its session. The same statement deletes the user's
+/// ended sessions (with their refresh tokens): those past their end, and those
+/// revoked longer ago than any token naming them can live, so that neither
+/// table grows with every sign-in.
 #[tracing::instrument(skip_all, fields(user_id = new.user_id))]
 pub async fn open(conn: &mut PgConnection, new: &NewSession<'_>) -> Result<Live, Error> {
     Ok(sqlx::query_as!(
         Live,
-        r#"WITH session AS (
+        r#"WITH pruned AS (
+               DELETE FROM sessions
+               WHERE user_id = $1 AND (expires_at < now() OR revoked_at < now() - make_interval(secs => $8))
+           ), session AS (
                INSERT INTO sessions (user_id, expires_at, user_agent, client_addr, method)
                VALUES ($1, now() + make_interval(secs => $2), $3, $4::text::inet, $5)
                RETURNING id, user_id, expires_at
@@ -69,6 +78,7 @@ pub async fn open(conn: &mut PgConnection, new: &NewSession<'_>) -> Result<Live,
         new.method,
         new.refresh_hash,
         new.refresh_idle.as_secs_f64(),
+        new.keep_revoked.as_secs_f64(),
     )
     .fetch_one(conn)
     .await?)

@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 /// it to exit: one that is still running has started serving, and fails the test.
 fn run_in(dir: &Path, args: &[&str]) -> Output {
     let bind = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -293,6 +293,59 @@ async fn a_session_past_its_absolute_lifetime_cannot_be_refreshed() {
 }
 
 #[tokio::test]
+async fn a_sign_in_deletes_the_users_ended_sessions_and_keeps_recently_revoked_ones() {
+    let app = TestApp::new().await;
+    app.register("jake").await;
+    app.register("mary").await;
+    let (ended, old_revoked, recent_revoked) =
+        (sign_in(&app, "jake").await, sign_in(&app, "jake").await, sign_in(&app, "jake").await);
+    let marys = sign_in(&app, "mary").await;
+    let by_token = |signed: &Signed| crate::support::session_id(&signed.access);
+    // One past its end, one revoked longer ago than a token lives, one revoked just
+    // now (its tokens may still come: it must stay for the revocation sets), and
+    // Mary's, ended too: only Jake's sign-in prunes, and only Jake's sessions.
+    let backdate = "UPDATE sessions SET expires_at = CASE WHEN id = $1 OR id = $4 THEN now() - interval '1 second'
+                        ELSE expires_at END,
+                        revoked_at = CASE WHEN id = $2 THEN now() - $5 * interval '1 second' - interval '2 minutes'
+                                          WHEN id = $3 THEN now() ELSE revoked_at END";
+    sqlx::query(backdate)
+        .bind(by_token(&ended))
+        .bind(by_token(&old_revoked))
+        .bind(by_token(&recent_revoked))
+        .bind(by_token(&marys))
+        .bind(TOKEN_LIFETIME.as_secs_f64())
+        .execute(&app.db)
+        .await
+        .expect("age the sessions");
+    let count = async |user: &str| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = $1")
+            .bind(user)
+            .fetch_one(&app.db)
+            .await
+            .expect("count")
+    };
+    assert_eq!(count("jake").await, 4, "registering opened one too");
+    sign_in(&app, "jake").await;
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = 'jake' ORDER BY s.created_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("Jake's sessions");
+    assert_eq!(left.len(), 3, "registering's, the recently revoked one and the new one: {left:?}");
+    assert_eq!(left[1], by_token(&recent_revoked));
+    assert!(!left.contains(&by_token(&ended)) && !left.contains(&by_token(&old_revoked)));
+    assert_eq!(count("mary").await, 2, "another user's sessions are not touched (registering's and the ended one)");
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens t WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = t.session_id)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test]
 async fn a_cookie_refresh_from_an_allowed_origin_rotates_the_cookie() {
     let app = TestApp::new().await;
     app.register("jake").await;

@@ -410,3 +410,13 @@ pub async fn wait_until_deleted(accounts: &Revocations, id: i64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The session id (`sid`) an access token names, read without checking the
+/// signature (the tests' own tokens).
+pub fn session_id(token: &str) -> uuid::Uuid {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["sid"].as_str().expect("a sid claim").parse().expect("a uuid")
+}
