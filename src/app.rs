@@ -180,8 +180,8 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The caller, checked once per request for the extractors and the limits.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::authenticate))
-        // After routing (it reads the matched route) and inside `authenticate` (it
+        .layer(extract::AuthenticateLayer::new(state.jwt.clone(), state.revocations.clone()))
+        // After routing (it reads the matched route) and inside `AuthenticateLayer` (it
         // reads who the caller is).
         .option_layer(limits.layer());
 

@@ -1,7 +1,7 @@
 //! Who is calling: the JWT in the `Authorization` header, checked once per request.
 //!
 //! Both `Token <jwt>` (the RealWorld scheme) and `Bearer <jwt>` are accepted.
-//! [`authenticate`], a middleware layer on every route, verifies the token and
+//! [`AuthenticateLayer`], a middleware layer on every route, verifies the token and
 //! leaves the outcome in the request's extensions; the extractors take it there.
 //!
 //! - `AuthUser` is required: no token, or a refused one, is a `401` whose body and
@@ -19,18 +19,22 @@
 //! they always did, and a stale token sent along with a login changes nothing in
 //! its answer.
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
 
 use axum::{
-    extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State},
+    extract::{FromRef, FromRequestParts, OptionalFromRequestParts},
     http::{
-        Extensions, HeaderMap, Method, StatusCode,
+        Extensions, HeaderMap, Method, Request, Response, StatusCode,
         header::{AUTHORIZATION, WWW_AUTHENTICATE},
         request::Parts,
     },
-    middleware::Next,
-    response::Response,
 };
+use tower::{Layer, Service};
 
 use crate::{
     auth::{JwtKeys, Revocations, TokenProblem},
@@ -50,7 +54,7 @@ pub struct AuthUser {
 #[derive(Debug, Clone)]
 struct Authentication(Result<AuthUser, TokenProblem>);
 
-/// The caller's id, when the request's token was accepted by [`authenticate`]
+/// The caller's id, when the request's token was accepted by [`AuthenticateLayer`]
 /// (for layers inside it, such as the rate limits; handlers use [`AuthUser`]).
 pub fn caller_id(extensions: &Extensions) -> Option<i64> {
     match extensions.get::<Authentication>() {
@@ -62,24 +66,86 @@ pub fn caller_id(extensions: &Extensions) -> Option<i64> {
 /// Middleware: checks the token of every request that carries one, and adds the
 /// `invalid_token` challenge to the answer to a read (`GET`, `HEAD`) whose token
 /// was refused; a `401` has its own challenge already.
-pub async fn authenticate(
-    State(keys): State<Arc<JwtKeys>>,
-    State(revocations): State<Revocations>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(outcome) = check(request.headers(), &keys, &revocations) else { return next.run(request).await };
-    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let refused = outcome.as_ref().err().copied();
-    request.extensions_mut().insert(Authentication(outcome));
-    let mut response = next.run(request).await;
-    if let Some(problem) = refused
-        && is_read
-        && response.status() != StatusCode::UNAUTHORIZED
-    {
-        response.headers_mut().insert(WWW_AUTHENTICATE, problem.challenge());
+///
+/// A tower layer of its own rather than `axum::middleware::from_fn`: that one
+/// clones the whole application state and the inner service, and boxes the
+/// inner service and its future, for every request.
+#[derive(Debug, Clone)]
+pub struct AuthenticateLayer {
+    keys: Arc<JwtKeys>,
+    revocations: Revocations,
+}
+
+impl AuthenticateLayer {
+    pub fn new(keys: Arc<JwtKeys>, revocations: Revocations) -> Self {
+        Self { keys, revocations }
     }
-    response
+}
+
+impl<S> Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate { inner, keys: Arc::clone(&self.keys), revocations: self.revocations.clone() }
+    }
+}
+
+/// The service [`AuthenticateLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    keys: Arc<JwtKeys>,
+    revocations: Revocations,
+}
+
+impl<S, B, R> Service<Request<B>> for Authenticate<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = AuthenticateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let Some(outcome) = check(request.headers(), &self.keys, &self.revocations) else {
+            return AuthenticateFuture { inner: self.inner.call(request), challenge: None };
+        };
+        let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+        let refused = outcome.as_ref().err().copied();
+        request.extensions_mut().insert(Authentication(outcome));
+        AuthenticateFuture { inner: self.inner.call(request), challenge: refused.filter(|_| is_read) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, with the challenge added when the token was refused.
+    pub struct AuthenticateFuture<F> {
+        #[pin]
+        inner: F,
+        challenge: Option<TokenProblem>,
+    }
+}
+
+impl<F, R, E> Future for AuthenticateFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(problem) = this.challenge.take()
+            && response.status() != StatusCode::UNAUTHORIZED
+        {
+            response.headers_mut().insert(WWW_AUTHENTICATE, problem.challenge());
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// `None` without a token (no `Authorization` header, or one in another scheme,

@@ -7,7 +7,7 @@ mod json;
 mod list;
 mod path;
 
-pub use auth::{AuthUser, authenticate, caller_id};
+pub use auth::{AuthUser, AuthenticateLayer, caller_id};
 pub use json::{JSON_UTF8, Json};
 pub use list::{ArticleFilters, Page};
 pub use path::Path;

@@ -223,6 +223,24 @@ impl Limiter {
         Subject::address(ip)
     }
 
+    /// The in-process decision for a request that is not a login or a
+    /// registration, as [`Limiter::handle`] makes it: `Some(None)` for an exempt
+    /// route, `Some(Some(..))` with the budget charged; `None` for a login or a
+    /// registration (left to `handle`).
+    fn decide_locally(&self, request: &Request) -> Option<Option<(Policy, Decision, &HeaderValue)>> {
+        let route = route_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+        let (policy, subject, policy_header) = match route {
+            Route::Exempt => return Some(None),
+            Route::Login | Route::Register => return None,
+            Route::General => match caller_id(request.extensions()) {
+                Some(id) => (Policy::User, Subject::User(id), &self.headers.user),
+                None => (Policy::Anonymous, self.client_address(request), &self.headers.anonymous),
+            },
+        };
+        let decision = self.store.local.check(policy, subject, policy.rate(&self.policies));
+        Some(Some((policy, decision, policy_header)))
+    }
+
     async fn handle<S>(&self, request: Request, mut inner: S) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible>,
@@ -424,18 +442,70 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = RateLimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // Without Redis, a request that is not a login is decided here, at once,
+        // and its answer annotated as it passes: no boxed future and no clone of
+        // the inner service per request. `Limiter::handle` does the same, slower.
+        if self.limiter.store.redis.is_none()
+            && let Some(decided) = self.limiter.decide_locally(&request)
+        {
+            return match decided {
+                Some((policy, decision, header)) if !decision.allowed => RateLimitFuture::Boxed {
+                    inner: Box::pin(std::future::ready(Ok(self.limiter.refuse(header, &[(policy, decision)], policy)))),
+                },
+                annotation => RateLimitFuture::Direct {
+                    inner: self.inner.call(request),
+                    annotation: annotation.map(|(policy, decision, header)| (policy, decision, header.clone())),
+                },
+            };
+        }
         // The clone that was polled ready serves this request (tower's rule).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
-        Box::pin(async move { Ok(limiter.handle(request, inner).await) })
+        RateLimitFuture::Boxed { inner: Box::pin(async move { Ok(limiter.handle(request, inner).await) }) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`RateLimit`]: the inner service's, annotated, or a boxed one
+    /// (a login, a refusal, or any request when the store is Redis).
+    #[project = RateLimitFutureProj]
+    pub enum RateLimitFuture<F> {
+        Direct {
+            #[pin]
+            inner: F,
+            annotation: Option<(Policy, Decision, HeaderValue)>,
+        },
+        Boxed {
+            inner: Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+        },
+    }
+}
+
+impl<F> Future for RateLimitFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RateLimitFutureProj::Direct { inner, annotation } => {
+                let mut response = std::task::ready!(inner.poll(cx))?;
+                if let Some((policy, decision, header)) = annotation.take() {
+                    annotate(&mut response, &header, &[(policy, decision)]);
+                }
+                Poll::Ready(Ok(response))
+            }
+            RateLimitFutureProj::Boxed { inner } => inner.as_mut().poll(cx),
+        }
     }
 }
 

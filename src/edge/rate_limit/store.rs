@@ -100,7 +100,7 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    fn check(&self, policy: Policy, subject: Subject, rate: Rate) -> Decision {
+    pub(super) fn check(&self, policy: Policy, subject: Subject, rate: Rate) -> Decision {
         self.buckets.gcra((policy, subject), rate, self.clock.now_us())
     }
 
