@@ -223,37 +223,42 @@ impl Limiter {
         Subject::address(ip)
     }
 
+    /// The request's route, and the budget it is charged to (`None`: exempt).
+    fn budget(&self, request: &Request) -> (Route, Option<(Policy, Subject, &HeaderValue)>) {
+        let route = route_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+        let budget = match route {
+            Route::Exempt => None,
+            Route::Login => Some((Policy::Login, self.client_address(request), &self.headers.login)),
+            Route::Register => Some((Policy::Register, self.client_address(request), &self.headers.register)),
+            Route::General => Some(match caller_id(request.extensions()) {
+                Some(id) => (Policy::User, Subject::User(id), &self.headers.user),
+                None => (Policy::Anonymous, self.client_address(request), &self.headers.anonymous),
+            }),
+        };
+        (route, budget)
+    }
+
     /// The in-process decision for a request that is not a login or a
     /// registration, as [`Limiter::handle`] makes it: `Some(None)` for an exempt
     /// route, `Some(Some(..))` with the budget charged; `None` for a login or a
     /// registration (left to `handle`).
     fn decide_locally(&self, request: &Request) -> Option<Option<(Policy, Decision, &HeaderValue)>> {
-        let route = route_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
-        let (policy, subject, policy_header) = match route {
-            Route::Exempt => return Some(None),
-            Route::Login | Route::Register => return None,
-            Route::General => match caller_id(request.extensions()) {
-                Some(id) => (Policy::User, Subject::User(id), &self.headers.user),
-                None => (Policy::Anonymous, self.client_address(request), &self.headers.anonymous),
-            },
-        };
-        let decision = self.store.local.check(policy, subject, policy.rate(&self.policies));
-        Some(Some((policy, decision, policy_header)))
+        match self.budget(request) {
+            (Route::Login | Route::Register, _) => None,
+            (_, None) => Some(None),
+            (_, Some((policy, subject, policy_header))) => {
+                let decision = self.store.local.check(policy, subject, policy.rate(&self.policies));
+                Some(Some((policy, decision, policy_header)))
+            }
+        }
     }
 
     async fn handle<S>(&self, request: Request, mut inner: S) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
-        let route = route_of(request.method(), request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
-        let (policy, subject, policy_header) = match route {
-            Route::Exempt => return call(&mut inner, request).await,
-            Route::Login => (Policy::Login, self.client_address(&request), &self.headers.login),
-            Route::Register => (Policy::Register, self.client_address(&request), &self.headers.register),
-            Route::General => match caller_id(request.extensions()) {
-                Some(id) => (Policy::User, Subject::User(id), &self.headers.user),
-                None => (Policy::Anonymous, self.client_address(&request), &self.headers.anonymous),
-            },
+        let (route, Some((policy, subject, policy_header))) = self.budget(&request) else {
+            return call(&mut inner, request).await;
         };
         let decision = self.store.check(policy, subject, policy.rate(&self.policies)).await;
         if !decision.allowed {
