@@ -70,6 +70,22 @@ fn terminate(mut child: Child) {
     assert!(child.wait().expect("status").success(), "clean exit after SIGTERM");
 }
 
+/// The server in embedded mode with its data under `dir`, on a free port, with
+/// `SHUTDOWN_DRAIN_SECONDS=drain`, once it is ready; its address.
+async fn start_embedded(dir: &Path, drain: &str, stdout: Stdio) -> (Child, std::net::SocketAddr) {
+    let data_dir = dir.join("data");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let bind = addr.to_string();
+    let vars = [
+        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
+        ("BIND_ADDR", bind.as_str()),
+        ("SHUTDOWN_DRAIN_SECONDS", drain),
+    ];
+    let mut child = conduit(&vars).stdout(stdout).stderr(Stdio::null()).spawn().expect("start conduit");
+    wait_ready(&mut child, addr).await;
+    (child, addr)
+}
+
 /// A temporary directory for an embedded cluster, reachable by the `postgres`
 /// user the cluster runs as under root; `None` (the test skips) without binaries.
 fn embedded_temp_dir() -> Option<tempfile::TempDir> {
@@ -319,18 +335,8 @@ async fn exit_of(child: &mut Child, within: Duration) -> (Duration, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_under_load_turns_readiness_off_at_once_drains_then_finishes_every_accepted_request() {
     let Some(dir) = embedded_temp_dir() else { return };
-    let data_dir = dir.path().join("data");
-    let port = free_port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let drain = Duration::from_secs(2);
-    let bind = format!("127.0.0.1:{port}");
-    let vars = [
-        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
-        ("BIND_ADDR", bind.as_str()),
-        ("SHUTDOWN_DRAIN_SECONDS", "2"),
-    ];
-    let mut child = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
-    wait_ready(&mut child, addr).await;
+    let (mut child, addr) = start_embedded(dir.path(), "2", Stdio::null()).await;
     let register = json!({"user": {"username": "jake", "email": "jake@example.com", "password": PASSWORD}});
     assert_eq!(http(addr, "POST", "/api/users", &register.to_string()).await.0, 201);
 
@@ -418,17 +424,7 @@ async fn a_stop_under_load_turns_readiness_off_at_once_drains_then_finishes_ever
 async fn half_sent_requests_and_idle_connections_do_not_hold_a_stop() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Some(dir) = embedded_temp_dir() else { return };
-    let data_dir = dir.path().join("data");
-    let port = free_port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let bind = format!("127.0.0.1:{port}");
-    let vars = [
-        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
-        ("BIND_ADDR", bind.as_str()),
-        ("SHUTDOWN_DRAIN_SECONDS", "1"),
-    ];
-    let mut child = conduit(&vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start conduit");
-    wait_ready(&mut child, addr).await;
+    let (mut child, addr) = start_embedded(dir.path(), "1", Stdio::null()).await;
 
     let mut held = Vec::new();
     for _ in 0..50 {
@@ -453,7 +449,7 @@ async fn half_sent_requests_and_idle_connections_do_not_hold_a_stop() {
         stream.write_all(format!("{head}{{\"user\": {{").as_bytes()).await.expect("write");
         held.push(stream);
     }
-    crate::server::wait_until_read(port).await;
+    crate::server::wait_until_read(addr.port()).await;
 
     nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
     // The drain, the moment a connection is given to finish a request in its
@@ -470,17 +466,7 @@ async fn half_sent_requests_and_idle_connections_do_not_hold_a_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_cuts_the_drain_short() {
     let Some(dir) = embedded_temp_dir() else { return };
-    let data_dir = dir.path().join("data");
-    let port = free_port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let bind = format!("127.0.0.1:{port}");
-    let vars = [
-        ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
-        ("BIND_ADDR", bind.as_str()),
-        ("SHUTDOWN_DRAIN_SECONDS", "60"),
-    ];
-    let mut child = conduit(&vars).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start conduit");
-    wait_ready(&mut child, addr).await;
+    let (mut child, addr) = start_embedded(dir.path(), "60", Stdio::piped()).await;
 
     nix::sys::signal::kill(pid_of(&child), nix::sys::signal::SIGTERM).expect("send SIGTERM");
     // The first signal is taken (readiness off) before the second is sent.
