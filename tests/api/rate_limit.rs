@@ -44,6 +44,18 @@ fn unique_prefix() -> String {
     format!("conduit-test:{:016x}:", getrandom::u64().expect("OS randomness"))
 }
 
+/// Two servers with the limits of `vars` on one database (and, with `REDIS_URL`,
+/// one Redis), on sockets of their own, with `jake` registered: the app and the
+/// two addresses.
+async fn two_servers_with_jake(vars: &[(&str, &str)]) -> (TestApp, SocketAddr, SocketAddr) {
+    let app = TestApp::with_limits(&limits(vars)).await;
+    app.register("jake").await;
+    let other =
+        conduit::app::router_with_limits(app.state.clone(), &conduit::app::HttpOptions::default(), &limits(vars));
+    let (a, b) = (serve(app.router.clone()).await, serve(other).await);
+    (app, a, b)
+}
+
 /// Serves `router` on a free loopback port, with each request's peer address;
 /// the server stops when the test's runtime ends.
 async fn serve(router: Router) -> SocketAddr {
@@ -465,11 +477,7 @@ async fn the_login_account_rule_holds_across_servers_on_redis() {
         ("RATE_LIMIT_REDIS_PREFIX", &prefix),
         ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
     ];
-    let app = TestApp::with_limits(&limits(&vars)).await;
-    app.register("jake").await;
-    let options = conduit::app::HttpOptions::default();
-    let other = conduit::app::router_with_limits(app.state.clone(), &options, &limits(&vars));
-    let (a, b) = (serve(app.router.clone()).await, serve(other).await);
+    let (_app, a, b) = two_servers_with_jake(&vars).await; // the app holds the database
     assert_eq!(login(a, "198.51.100.7", "jake@example.com", PASSWORD).await.status, 200);
     assert_eq!(login(b, "203.0.113.1", "jake@example.com", "wrong").await.status, 401);
     assert_eq!(login(a, "203.0.113.2", "jake@example.com", "wrong").await.status, 429);
@@ -795,11 +803,7 @@ async fn the_throttle_holds_across_servers_on_redis_and_keeps_the_account_in_its
         ("RATE_LIMIT_REDIS_PREFIX", &prefix),
         ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
     ];
-    let app = TestApp::with_limits(&limits(&vars)).await;
-    app.register("jake").await;
-    let options = conduit::app::HttpOptions::default();
-    let other = conduit::app::router_with_limits(app.state.clone(), &options, &limits(&vars));
-    let (a, b) = (serve(app.router.clone()).await, serve(other).await);
+    let (_app, a, b) = two_servers_with_jake(&vars).await; // the app holds the database
     let owner = "198.51.100.7";
     assert_eq!(login(b, owner, "jake@example.com", PASSWORD).await.status, 200);
     let attempts = [
