@@ -12,6 +12,23 @@ pub use jwt::JwtKeys;
 pub use password::PasswordHasher;
 pub use revocations::Revocations;
 
+/// 256 random bits from the operating system, base64url without padding (43
+/// characters): refresh tokens, and the OpenID Connect sign-in's state, nonce,
+/// PKCE verifier, browser binding and handoff code.
+pub fn random_token() -> anyhow::Result<String> {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How such a random value is stored: its SHA-256 (enough for 256 random bits,
+/// which no one can find again from the hash).
+pub fn token_hash(value: &str) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(value.as_bytes()).to_vec()
+}
+
 /// Why a request carries no usable credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenProblem {

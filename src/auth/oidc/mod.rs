@@ -18,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::ConfigError;
 
+pub use super::{random_token, token_hash as hash};
 pub use id_token::{IdTokenClaims, IdTokenError};
 pub use provider::{Provider, ProviderError};
 
@@ -115,20 +116,6 @@ impl Oidc {
             Some(_) => format!("{url}?code={code}"),
         }
     }
-}
-
-/// A fresh random value of 256 bits, URL-safe: state, nonce, PKCE verifier
-/// (43 characters, as RFC 7636 asks), binding cookie and one-time code.
-pub fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("random: {err}"))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// How a random value is stored: its SHA-256 (enough for 256-bit random values,
-/// which no one can guess from the hash).
-pub fn hash(value: &str) -> Vec<u8> {
-    Sha256::digest(value.as_bytes()).to_vec()
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636, section 4.2).
