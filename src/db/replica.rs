@@ -642,14 +642,14 @@ mod tests {
         replica.observe(start + Duration::from_millis(50), 200, 100);
         replica.observe(start + Duration::from_millis(100), 300, 100);
         assert_eq!(replica.status(), Status::Ready, "50 ms behind");
-        replica.observe(start + Duration::from_millis(200), 300, 100);
-        assert_eq!(replica.status(), Status::Lagging, "the write at 200 waits for 150 ms");
+        replica.observe(start + Duration::from_millis(160), 300, 100);
+        assert_eq!(replica.status(), Status::Lagging, "200, seen at 50 ms, waits for 110 ms");
         // It replays past 200: the oldest missing is 300, seen at 100 ms.
+        replica.observe(start + Duration::from_millis(170), 300, 250);
+        assert_eq!(replica.status(), Status::Ready, "300 waits for 70 ms");
         replica.observe(start + Duration::from_millis(210), 300, 250);
-        assert_eq!(replica.status(), Status::Ready, "110 ms... of which 300 was seen 110 ms ago");
-        replica.observe(start + Duration::from_millis(260), 300, 250);
-        assert_eq!(replica.status(), Status::Lagging);
-        replica.observe(start + Duration::from_millis(270), 300, 300);
+        assert_eq!(replica.status(), Status::Lagging, "300 waits for 110 ms");
+        replica.observe(start + Duration::from_millis(220), 300, 300);
         assert_eq!(replica.status(), Status::Ready, "an idle primary fully replayed has no lag");
         replica.observe(start + Duration::from_secs(60), 300, 300);
         assert_eq!(replica.status(), Status::Ready, "however long it stays idle");
@@ -694,6 +694,36 @@ mod tests {
         assert_eq!(replica.route(None), Err("replica_down"), "not polled yet");
         replica.set_status(Status::Lagging);
         assert_eq!(replica.route(None), Err("replica_lagging"));
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        crate::config::Config::from_lookup(move |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn the_replica_is_off_without_a_url_and_its_lag_defaults_to_a_second() {
+        assert!(config(&[]).expect("defaults").replica.is_none());
+        assert!(config(&[("MAX_REPLICA_LAG_MS", "250")]).expect("a lag alone").replica.is_none());
+        let url = ("DATABASE_READ_URL", "postgres://reader@replica:5433/conduit");
+        let replica = config(&[url]).expect("a replica").replica.expect("on");
+        assert_eq!(replica.max_lag, Duration::from_secs(1));
+        assert_eq!((replica.options.get_host(), replica.options.get_port()), ("replica", 5433));
+        let replica = config(&[url, ("MAX_REPLICA_LAG_MS", "250")]).expect("a lag").replica.expect("on");
+        assert_eq!(replica.max_lag, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_replica_settings_name_their_variable() {
+        for (vars, var) in [
+            (vec![("DATABASE_READ_URL", "mysql://replica/db")], "DATABASE_READ_URL"),
+            (vec![("DATABASE_READ_URL", "postgres://replica:port/db")], "DATABASE_READ_URL"),
+            (vec![("MAX_REPLICA_LAG_MS", "0")], "MAX_REPLICA_LAG_MS"),
+            (vec![("MAX_REPLICA_LAG_MS", "1s")], "MAX_REPLICA_LAG_MS"),
+            (vec![("DATABASE_READ_URL", "postgres://r/db"), ("MAX_REPLICA_LAG_MS", "-5")], "MAX_REPLICA_LAG_MS"),
+        ] {
+            assert_eq!(config(&vars).expect_err("refused").var, var, "{vars:?}");
+        }
     }
 
     #[test]

@@ -386,13 +386,16 @@ async fn another_server_hears_of_a_write_within_milliseconds() {
     let jake = first.register("jake").await;
     let id = user_id(&jake);
     fixture.on_replica("SELECT pg_wal_replay_pause()").await;
-    let mut delays = Vec::new();
+    let (mut delays, mut at_once) = (Vec::new(), 0);
     for n in 0..100 {
         let bio = json!({"user": {"bio": format!("bio {n}")}});
         let (status, body) = first.request("PUT", "/api/user", Some(&jake), Some(bio)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let answered = Instant::now();
         let written = first.replica.pending_write(id).expect("known at once where written");
+        if second.replica.pending_write(id).is_some_and(|heard| heard >= written) {
+            at_once += 1;
+        }
         let start = Instant::now();
         while second.replica.pending_write(id).is_none_or(|heard| heard < written) {
             assert!(start.elapsed() < PATIENCE, "the announcement never came");
@@ -403,7 +406,8 @@ async fn another_server_hears_of_a_write_within_milliseconds() {
     delays.sort();
     let (median, p99, max) = (delays[50], delays[98], delays[99]);
     eprintln!(
-        "announcement heard by the second server after the first answered: median {median:?}, p99 {p99:?}, max {max:?}"
+        "announcements heard by the second server before the first's answer was read: {at_once} of 100; \
+         all within: median {median:?}, p99 {p99:?}, max {max:?} of the answer"
     );
     assert!(max < Duration::from_secs(1), "max {max:?}");
     fixture.on_replica("SELECT pg_wal_replay_resume()").await;
@@ -496,6 +500,8 @@ async fn reads_succeed_while_the_replica_is_stopped_and_return_to_it_when_it_is_
     let down_since = server.replica.reads_served();
     let (status, _) = server.get("/api/articles", None).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, body) = server.get("/health/ready", None).await;
+    assert_eq!(status, StatusCode::OK, "readiness does not depend on the replica: {body}");
     fixture.pair.control("replica", "start");
     wait_for("the replica back", async || server.replica.status() == ReplicaStatus::Ready).await;
     wait_for("reads on the replica again", async || server.replica.reads_served() > down_since + 20).await;
