@@ -407,7 +407,8 @@ pub async fn announce(replica: Arc<Replica>, writes: PgPool, request: Request, n
     // Taken now: the handler's extractor takes the caller out of the extensions.
     let caller = crate::extract::caller_id(request.extensions());
     let response = next.run(request).await;
-    let user = caller.or_else(|| response.extensions().get::<WroteAs>().map(|wrote| wrote.0));
+    // A sign-in wrote for the user signed in, whatever token came along with it.
+    let user = response.extensions().get::<WroteAs>().map(|wrote| wrote.0).or(caller);
     if let Some(user) = user
         && !response.status().is_client_error()
     {

@@ -297,6 +297,15 @@ impl Server {
     }
 }
 
+/// The value of `conduit_db_reads_total` with all of `labels`, summed.
+fn counted(exposition: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with("conduit_db_reads_total{") && labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// The user id in a token (its `sub`).
 fn user_id(token: &str) -> i64 {
     JwtKeys::new(&SecretString::from(JWT_SECRET), TOKEN_LIFETIME).verify(token).expect("a valid token").0
@@ -444,6 +453,8 @@ async fn another_users_read_during_a_pause_is_stale_within_the_lag_allowed_then_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_the_primary_when_the_replica_lags_past_the_maximum() {
+    // Process-wide, installed before the router is built (see tests/api/metrics.rs).
+    let metrics = conduit::telemetry::metrics::install().expect("the recorder installs");
     let fixture = Fixture::new().await;
     let server = fixture.server(Duration::from_millis(200)).await;
     let jake = server.register("jake").await;
@@ -452,9 +463,19 @@ async fn reads_go_to_the_primary_when_the_replica_lags_past_the_maximum() {
     sqlx::query("UPDATE users SET bio = 'written elsewhere'").execute(&fixture.db).await.expect("update");
     wait_for("the lag past 200 ms", async || server.replica.status() == ReplicaStatus::Lagging).await;
     let before = server.replica.reads_served();
+    let lagging = |exposition: &str| counted(exposition, &["target=\"primary\"", "reason=\"replica_lagging\""]);
+    let lagging_before = lagging(&metrics.render());
     let (status, body) = server.get("/api/profiles/jake", None).await;
     assert_eq!((status, body["profile"]["bio"].as_str()), (StatusCode::OK, Some("written elsewhere")));
     assert_eq!(server.replica.reads_served(), before, "not read on the replica");
+    let exposition = metrics.render();
+    assert_eq!(lagging(&exposition), lagging_before + 1.0, "{exposition}");
+    let lag_gauge = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("conduit_db_replica_lag_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the lag gauge");
+    assert!(lag_gauge >= 0.2, "{exposition}");
     fixture.on_replica("SELECT pg_wal_replay_resume()").await;
     wait_for("the replica back", async || server.replica.status() == ReplicaStatus::Ready).await;
     let (_, body) = server.get("/api/profiles/jake", Some(&jake)).await;
