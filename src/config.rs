@@ -82,6 +82,8 @@ pub struct Config {
     pub oidc: crate::auth::oidc::OidcConfig,
     /// `REFRESH_TOKEN_TTL_SECONDS` and `SESSION_MAX_AGE_SECONDS` (docs/auth.md).
     pub sessions: crate::auth::session::SessionLifetimes,
+    /// `DATABASE_READ_URL` and `MAX_REPLICA_LAG_MS`: the read replica, if any.
+    pub replica: Option<crate::db::ReplicaConfig>,
 }
 
 /// A bad configuration value, naming its variable.
@@ -240,6 +242,7 @@ impl Config {
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
             oidc: crate::auth::oidc::config_from_lookup(names, &get)?,
             sessions: session_lifetimes(&get)?,
+            replica: crate::db::ReplicaConfig::from_lookup(&get)?,
         })
     }
 }
