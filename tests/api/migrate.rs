@@ -348,3 +348,26 @@ async fn healthcheck_exits_0_against_a_ready_server_and_1_against_a_draining_a_s
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("BIND_ADDR"), "{bad:?}");
 }
+
+#[test]
+fn conduit_migrate_without_a_reachable_database_fails_with_a_clear_message() {
+    let migrate = |url: &str| {
+        Command::new(BIN)
+            .arg("migrate")
+            .env_clear()
+            .env("DATABASE_URL", url)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run conduit migrate")
+    };
+    let bad = migrate("mysql://x");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("DATABASE_URL"), "{bad:?}");
+    // Nothing listens on port 1: refused, retried for the few seconds a starting database gets.
+    let unreachable = migrate("postgres://nobody@127.0.0.1:1/none");
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.starts_with("conduit migrate: connecting to PostgreSQL"), "{stderr}");
+    assert!(unreachable.stdout.is_empty(), "{unreachable:?}");
+}
