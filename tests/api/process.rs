@@ -36,6 +36,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         (vec![("RUST_LOG", "conduit=shouting")], "RUST_LOG"),
         (vec![("DATABASE_READ_URL", "mysql://replica/db")], "DATABASE_READ_URL"),
         (vec![("MAX_REPLICA_LAG_MS", "soon")], "MAX_REPLICA_LAG_MS"),
+        (vec![("MIGRATE_ON_START", "no")], "MIGRATE_ON_START"),
     ] {
         let output = conduit(&vars).output().expect("run conduit");
         assert_eq!(output.status.code(), Some(2), "{vars:?}");
