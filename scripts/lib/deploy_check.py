@@ -1,0 +1,266 @@
+"""The checks of scripts/deploy-check that need to read YAML: run by that script
+with the Python of its virtualenv (PyYAML and jsonschema come with checkov and
+kubernetes-validate), never on its own.
+
+  rules ALERTS RULE [--write]
+      Compares the rule groups of the PrometheusRule RULE with those of the
+      Prometheus rule file ALERTS (parsed, so formatting and comments do not
+      count) and fails with a diff when they differ; --write rewrites RULE from
+      ALERTS instead.
+  rendered RENDERED CRD_DIR OUT_DIR
+      For the output of `kubectl kustomize` RENDERED: validates each object of
+      the Prometheus Operator's group (monitoring.coreos.com) against the
+      openAPIV3Schema of its CRD in CRD_DIR, made strict (no field the CRD does
+      not define); writes the other objects to OUT_DIR/builtin.yaml, for
+      kubernetes-validate, and the PrometheusRule's groups to OUT_DIR/rules.yml,
+      for promtool; checks the stop sequence (the preStop sleep equals
+      SHUTDOWN_DRAIN_SECONDS, and the grace period outlasts preStop + drain +
+      grace + the pools' 5 s) and that the image reference was set by the
+      overlay. Prints one line per finding; exits 1 if any.
+"""
+
+import copy
+import difflib
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+# The server closes its database pools after the grace period: 5 s at most
+# (docs/operations.md, "Signals and stopping").
+POOL_CLOSE_SECONDS = 5
+
+RULE_HEADER = """\
+# GENERATED from deploy/prometheus/alerts.yml by `scripts/deploy-check --write-rules`:
+# edit that file (and its promtool tests), then regenerate. scripts/deploy-check fails
+# when the two differ. What each alert means: the comments there, and
+# docs/operations/metrics.md.
+#
+# The Prometheus Operator loads these rules when its ruleSelector matches this
+# object's labels (kube-prometheus-stack: the label `release` of its Helm release; an
+# overlay adds it). ConduitNotReady needs a blackbox probe of GET /health/ready in a
+# job named `conduit-ready` (not part of these manifests): without one it never fires.
+"""
+
+
+class Block(str):
+    """A string written as a YAML literal block (`|`)."""
+
+
+def _block(dumper, data):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+
+
+yaml.SafeDumper.add_representer(Block, _block)
+
+
+def _blocks(value):
+    """Multi-line strings as literal blocks, so that the expressions stay readable."""
+    if isinstance(value, dict):
+        return {k: _blocks(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_blocks(v) for v in value]
+    if isinstance(value, str) and "\n" in value:
+        return Block(value)
+    return value
+
+
+def load_all(path):
+    with open(path, encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def dump(value):
+    return yaml.safe_dump(_blocks(value), sort_keys=False, width=100, default_flow_style=False)
+
+
+def rules(alerts_path, rule_path, write):
+    with open(alerts_path, encoding="utf-8") as f:
+        groups = yaml.safe_load(f)["groups"]
+    if write:
+        rule = {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": {
+                "name": "conduit",
+                "labels": {"app.kubernetes.io/name": "conduit", "app.kubernetes.io/component": "server"},
+            },
+            "spec": {"groups": groups},
+        }
+        Path(rule_path).write_text(RULE_HEADER + dump(rule), encoding="utf-8")
+        print(f"wrote {rule_path} from {alerts_path}")
+        return 0
+    docs = load_all(rule_path)
+    if len(docs) != 1 or docs[0].get("kind") != "PrometheusRule":
+        print(f"{rule_path}: expected one PrometheusRule")
+        return 1
+    ours = docs[0].get("spec", {}).get("groups")
+    if ours == groups:
+        print(f"ok  {rule_path} carries the {len(groups)} group(s) of {alerts_path}")
+        return 0
+    diff = difflib.unified_diff(
+        dump(groups).splitlines(), dump(ours).splitlines(), alerts_path, rule_path + " (spec.groups)", lineterm=""
+    )
+    print("\n".join(diff))
+    print(f"{rule_path} is out of date: run scripts/deploy-check --write-rules")
+    return 1
+
+
+def strict(schema):
+    """The CRD's schema with `additionalProperties: false` on every object that lists
+    its properties and does not keep unknown fields: a misspelt field is an error
+    here, where the API server would silently drop it."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    return schema
+
+
+def crd_schemas(crd_dir):
+    """(apiVersion, kind) -> strict JSON schema, from the vendored CRDs."""
+    schemas = {}
+    for path in sorted(Path(crd_dir).glob("*.yaml")):
+        for crd in load_all(path):
+            if crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                # ObjectMeta is left open by CRDs (the API server checks it);
+                # require at least a name.
+                schema.setdefault("required", [])
+                schema["required"] = sorted(set(schema["required"]) | {"apiVersion", "kind", "metadata"})
+                schema["properties"]["metadata"] = {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string", "minLength": 1}},
+                }
+                schemas[(f"{group}/{version['name']}", kind)] = schema
+    return schemas
+
+
+def env_of(configmaps, container):
+    """The container's environment from its ConfigMaps (envFrom) and literal env."""
+    env = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        if ref and ref["name"] in configmaps:
+            env.update(configmaps[ref["name"]])
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+    return env
+
+
+def check_deployment(deployment, configmaps, problems):
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    server = containers.get("conduit")
+    if server is None:
+        problems.append(f"Deployment {name}: no container named conduit")
+        return
+    env = env_of(configmaps, server)
+    try:
+        sleep = int(server["lifecycle"]["preStop"]["sleep"]["seconds"])
+        drain = int(env["SHUTDOWN_DRAIN_SECONDS"])
+        grace = int(env["SHUTDOWN_GRACE_SECONDS"])
+    except (KeyError, TypeError, ValueError) as e:
+        problems.append(f"Deployment {name}: preStop sleep, SHUTDOWN_DRAIN_SECONDS or SHUTDOWN_GRACE_SECONDS missing ({e!r})")
+        return
+    period = int(pod.get("terminationGracePeriodSeconds", 30))
+    if sleep != drain:
+        problems.append(f"Deployment {name}: preStop sleep {sleep} s differs from SHUTDOWN_DRAIN_SECONDS {drain}")
+    needed = sleep + drain + grace + POOL_CLOSE_SECONDS
+    if period <= needed:
+        problems.append(
+            f"Deployment {name}: terminationGracePeriodSeconds {period} must exceed preStop {sleep} + drain {drain}"
+            f" + grace {grace} + pools {POOL_CLOSE_SECONDS} = {needed}"
+        )
+    else:
+        print(f"ok  {name}: stop sequence {sleep} + {drain} + {grace} + {POOL_CLOSE_SECONDS} = {needed} s < grace period {period} s")
+    if env.get("MIGRATE_ON_START") != "false":
+        problems.append(f"Deployment {name}: MIGRATE_ON_START must be false (the Job migrates)")
+
+
+def rendered(rendered_path, crd_dir, out_dir):
+    docs = load_all(rendered_path)
+    schemas = crd_schemas(crd_dir)
+    out = Path(out_dir)
+    problems, builtin, groups = [], [], []
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap" and d.get("apiVersion") == "v1"
+    }
+    for doc in docs:
+        api, kind = doc.get("apiVersion", ""), doc.get("kind", "")
+        name = doc.get("metadata", {}).get("name", "?")
+        if api.split("/")[0] == "monitoring.coreos.com":
+            schema = schemas.get((api, kind))
+            if schema is None:
+                problems.append(f"{kind} {name}: no vendored CRD schema for {api}")
+                continue
+            errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+            for error in errors:
+                path = ".".join(str(p) for p in error.path) or "(root)"
+                problems.append(f"{kind} {name}: {path}: {error.message}")
+            if not errors:
+                print(f"ok  {kind} {name} valid against its CRD's schema ({api}, strict)")
+            if kind == "PrometheusRule":
+                groups.extend(doc.get("spec", {}).get("groups", []))
+            continue
+        builtin.append(doc)
+        if kind == "Deployment":
+            check_deployment(doc, configmaps, problems)
+        for pod in pod_specs(doc):
+            for c in pod.get("containers", []):
+                image = c.get("image", "")
+                if image == "conduit" or "example.invalid" in image:
+                    problems.append(f"{kind} {name}: image {image!r} is the base's placeholder; the overlay must set it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "builtin.yaml").write_text(yaml.safe_dump_all(builtin, sort_keys=False), encoding="utf-8")
+    (out / "rules.yml").write_text(dump({"groups": groups}), encoding="utf-8")
+    if not groups:
+        problems.append("no PrometheusRule groups in the rendered output")
+    print(f"    {len(builtin)} built-in object(s) for kubernetes-validate, {len(groups)} rule group(s) for promtool")
+    for p in problems:
+        print(f"FAIL {p}")
+    return 1 if problems else 0
+
+
+def pod_specs(doc):
+    spec = doc.get("spec", {})
+    if doc.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
+        return [spec.get("template", {}).get("spec", {})]
+    if doc.get("kind") == "CronJob":
+        return [spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})]
+    if doc.get("kind") == "Pod":
+        return [spec]
+    return []
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "rules":
+        return rules(argv[1], argv[2], write=argv[3:] == ["--write"])
+    if len(argv) == 4 and argv[0] == "rendered":
+        return rendered(argv[1], argv[2], argv[3])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
