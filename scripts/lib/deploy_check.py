@@ -17,10 +17,15 @@ kubernetes-validate), never on its own.
       SHUTDOWN_DRAIN_SECONDS, and the grace period outlasts preStop + drain +
       grace + the pools' 5 s) and that the image reference was set by the
       overlay. Prints one line per finding; exits 1 if any.
+  pod RENDERED KIND NAME
+      Prints, in JSON, how the kubelet would start the first container of that
+      object: args, environment (ConfigMaps and literal values), the Secret keys
+      it references, the preStop sleep and the grace period.
 """
 
 import copy
 import difflib
+import json
 import sys
 from pathlib import Path
 
@@ -253,11 +258,58 @@ def pod_specs(doc):
     return []
 
 
+def pod(rendered_path, kind, name):
+    """The first container of KIND NAME as the kubelet would start it, in JSON:
+    its args, its environment from ConfigMaps and literal values, the Secret keys
+    it references (required or optional), and, for a Deployment, the preStop
+    sleep and the termination grace period. For scripts/deploy-check to run the
+    real binary with the manifests' settings."""
+    docs = load_all(rendered_path)
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap" and d.get("apiVersion") == "v1"
+    }
+    for doc in docs:
+        if doc.get("kind") == kind and doc["metadata"]["name"] == name:
+            spec = pod_specs(doc)[0]
+            container = spec["containers"][0]
+            secrets = []
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    secrets.append(
+                        {"name": var["name"], "secret": ref["name"], "key": ref["key"], "optional": bool(ref.get("optional", False))}
+                    )
+            for source in container.get("envFrom", []):
+                ref = source.get("secretRef")
+                if ref and not ref.get("optional", False):
+                    secrets.append({"name": "*", "secret": ref["name"], "key": "*", "optional": False})
+            sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            startup = container.get("startupProbe", {})
+            print(
+                json.dumps(
+                    {
+                        "args": container.get("command", []) + container.get("args", []),
+                        "env": env_of(configmaps, container),
+                        "secrets": secrets,
+                        "preStopSleep": sleep,
+                        "terminationGracePeriodSeconds": spec.get("terminationGracePeriodSeconds", 30),
+                        # How long the kubelet lets it become ready before restarting it.
+                        "startupSeconds": startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3),
+                    }
+                )
+            )
+            return 0
+    print(f"no {kind} {name} in {rendered_path}", file=sys.stderr)
+    return 1
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "rules":
         return rules(argv[1], argv[2], write=argv[3:] == ["--write"])
     if len(argv) == 4 and argv[0] == "rendered":
         return rendered(argv[1], argv[2], argv[3])
+    if len(argv) == 4 and argv[0] == "pod":
+        return pod(argv[1], argv[2], argv[3])
     print(__doc__, file=sys.stderr)
     return 2
 
