@@ -1,5 +1,5 @@
 """The checks of scripts/deploy-check that need to read YAML: run by that script
-with the Python of its virtualenv (PyYAML and jsonschema come with checkov and
+with the Python of its virtualenv (PyYAML comes with checkov and
 kubernetes-validate), never on its own.
 
   rules ALERTS RULE [--write]
@@ -7,29 +7,28 @@ kubernetes-validate), never on its own.
       Prometheus rule file ALERTS (parsed, so formatting and comments do not
       count) and fails with a diff when they differ; --write rewrites RULE from
       ALERTS instead.
-  rendered RENDERED CRD_DIR OUT_DIR
-      For the output of `kubectl kustomize` RENDERED: validates each object of
-      the Prometheus Operator's group (monitoring.coreos.com) against the
-      openAPIV3Schema of its CRD in CRD_DIR, made strict (no field the CRD does
-      not define); writes the other objects to OUT_DIR/builtin.yaml, for
-      kubernetes-validate, and the PrometheusRule's groups to OUT_DIR/rules.yml,
-      for promtool; checks the stop sequence (the preStop sleep equals
-      SHUTDOWN_DRAIN_SECONDS, and the grace period outlasts preStop + drain +
-      grace + the pools' 5 s) and that the image reference was set by the
-      overlay. Prints one line per finding; exits 1 if any.
+  rendered RENDERED OUT_DIR
+      For the output of `kubectl kustomize` RENDERED: writes the objects of the
+      Prometheus Operator's group (monitoring.coreos.com) to
+      OUT_DIR/prometheus-operator.json, for scripts/lib/deploy-check-crds.mjs
+      (which validates them with npm's @kubernetes-models/prometheus-operator),
+      the other objects to OUT_DIR/builtin.yaml, for kubernetes-validate, and the
+      PrometheusRule's groups to OUT_DIR/rules.yml, for promtool; checks the stop
+      sequence (the preStop sleep equals SHUTDOWN_DRAIN_SECONDS, and the grace
+      period outlasts preStop + drain + grace + the pools' 5 s) and that the image
+      reference was set by the overlay. Prints one line per finding; exits 1 if
+      any.
   pod RENDERED KIND NAME
       Prints, in JSON, how the kubelet would start the first container of that
       object: args, environment (ConfigMaps and literal values), the Secret keys
       it references, the preStop sleep and the grace period.
 """
 
-import copy
 import difflib
 import json
 import sys
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 # The server closes its database pools after the grace period: 5 s at most
@@ -112,53 +111,6 @@ def rules(alerts_path, rule_path, write):
     return 1
 
 
-def strict(schema):
-    """The CRD's schema with `additionalProperties: false` on every object that lists
-    its properties and does not keep unknown fields: a misspelt field is an error
-    here, where the API server would silently drop it."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if (
-                "properties" in node
-                and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-            ):
-                node["additionalProperties"] = False
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(schema)
-    return schema
-
-
-def crd_schemas(crd_dir):
-    """(apiVersion, kind) -> strict JSON schema, from the vendored CRDs."""
-    schemas = {}
-    for path in sorted(Path(crd_dir).glob("*.yaml")):
-        for crd in load_all(path):
-            if crd.get("kind") != "CustomResourceDefinition":
-                continue
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                schema = strict(version["schema"]["openAPIV3Schema"])
-                # ObjectMeta is left open by CRDs (the API server checks it);
-                # require at least a name.
-                schema.setdefault("required", [])
-                schema["required"] = sorted(set(schema["required"]) | {"apiVersion", "kind", "metadata"})
-                schema["properties"]["metadata"] = {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {"name": {"type": "string", "minLength": 1}},
-                }
-                schemas[(f"{group}/{version['name']}", kind)] = schema
-    return schemas
-
-
 def env_of(configmaps, container):
     """The container's environment from its ConfigMaps (envFrom) and literal env."""
     env = {}
@@ -203,11 +155,10 @@ def check_deployment(deployment, configmaps, problems):
         problems.append(f"Deployment {name}: MIGRATE_ON_START must be false (the Job migrates)")
 
 
-def rendered(rendered_path, crd_dir, out_dir):
+def rendered(rendered_path, out_dir):
     docs = load_all(rendered_path)
-    schemas = crd_schemas(crd_dir)
     out = Path(out_dir)
-    problems, builtin, groups = [], [], []
+    problems, builtin, groups, operator = [], [], [], []
     configmaps = {
         d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap" and d.get("apiVersion") == "v1"
     }
@@ -215,16 +166,7 @@ def rendered(rendered_path, crd_dir, out_dir):
         api, kind = doc.get("apiVersion", ""), doc.get("kind", "")
         name = doc.get("metadata", {}).get("name", "?")
         if api.split("/")[0] == "monitoring.coreos.com":
-            schema = schemas.get((api, kind))
-            if schema is None:
-                problems.append(f"{kind} {name}: no vendored CRD schema for {api}")
-                continue
-            errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
-            for error in errors:
-                path = ".".join(str(p) for p in error.path) or "(root)"
-                problems.append(f"{kind} {name}: {path}: {error.message}")
-            if not errors:
-                print(f"ok  {kind} {name} valid against its CRD's schema ({api}, strict)")
+            operator.append(doc)
             if kind == "PrometheusRule":
                 groups.extend(doc.get("spec", {}).get("groups", []))
             continue
@@ -239,9 +181,13 @@ def rendered(rendered_path, crd_dir, out_dir):
     out.mkdir(parents=True, exist_ok=True)
     (out / "builtin.yaml").write_text(yaml.safe_dump_all(builtin, sort_keys=False), encoding="utf-8")
     (out / "rules.yml").write_text(dump({"groups": groups}), encoding="utf-8")
+    (out / "prometheus-operator.json").write_text(json.dumps(operator, indent=1), encoding="utf-8")
     if not groups:
         problems.append("no PrometheusRule groups in the rendered output")
-    print(f"    {len(builtin)} built-in object(s) for kubernetes-validate, {len(groups)} rule group(s) for promtool")
+    print(
+        f"    {len(builtin)} built-in object(s) for kubernetes-validate, {len(operator)} of the Prometheus Operator's,"
+        f" {len(groups)} rule group(s) for promtool"
+    )
     for p in problems:
         print(f"FAIL {p}")
     return 1 if problems else 0
@@ -306,8 +252,8 @@ def pod(rendered_path, kind, name):
 def main(argv):
     if len(argv) >= 3 and argv[0] == "rules":
         return rules(argv[1], argv[2], write=argv[3:] == ["--write"])
-    if len(argv) == 4 and argv[0] == "rendered":
-        return rendered(argv[1], argv[2], argv[3])
+    if len(argv) == 3 and argv[0] == "rendered":
+        return rendered(argv[1], argv[2])
     if len(argv) == 4 and argv[0] == "pod":
         return pod(argv[1], argv[2], argv[3])
     print(__doc__, file=sys.stderr)
