@@ -78,7 +78,7 @@ function schemaErrors(model, obj) {
     new model(structuredClone(obj)).validate();
     return [];
   } catch (e) {
-    return String(e.message).split(/,\s*(?=data\/)/).map((m) => m.trim());
+    return [...new Set(String(e.message).split(/,\s*(?=data\/)/).map((m) => m.trim()))];
   }
 }
 
