@@ -1,5 +1,6 @@
-//! The command line: `conduit [serve]`, `conduit seed`, `conduit openapi`,
-//! `conduit hash-rate`, each with its own `--help`.
+//! The command line: `conduit [serve]`, `conduit migrate`, `conduit healthcheck`,
+//! `conduit seed`, `conduit openapi`, `conduit hash-rate`, each with its own
+//! `--help`.
 //!
 //! Arguments only choose what to run. Settings stay in environment variables
 //! (and `.env`), read once by [`crate::config`]: one source of truth, with one
@@ -39,6 +40,20 @@ pub enum Command {
     /// CONDUIT_DATA_DIR (./.conduit) and stops it on the way out.
     #[command(after_help = SERVE_SETTINGS)]
     Serve,
+    /// Apply the database migrations this version has, and exit
+    ///
+    /// Applies what the database of DATABASE_URL (else the embedded cluster in
+    /// CONDUIT_DATA_DIR) lacks, under PostgreSQL's advisory lock, then fills in the
+    /// data the migrations added columns for, and prints what it applied. Run it
+    /// once per release (a Kubernetes Job) before starting servers with
+    /// MIGRATE_ON_START=false. Exit code 0, 1 on failure, 2 for a bad setting.
+    Migrate,
+    /// Exit 0 when this machine's server is ready, 1 otherwise (for container health checks)
+    ///
+    /// Sends GET /health/ready to the port of BIND_ADDR (127.0.0.1:8080), on
+    /// loopback when BIND_ADDR is an unspecified address (0.0.0.0 or ::), and exits
+    /// 0 on a 200 within 2 seconds; 1 on anything else, a bad BIND_ADDR included.
+    Healthcheck,
     /// Fill an empty database with a deterministic data set, for load benchmarks
     ///
     /// Opens the database the server would (DATABASE_URL, else the embedded
@@ -56,8 +71,9 @@ pub enum Command {
 const SERVE_SETTINGS: &str = "\
 Configuration: environment variables, also read from ./.env; a bad value stops
 start-up naming the variable (exit code 2). Among them: DATABASE_URL, JWT_SECRET,
-BIND_ADDR, CONDUIT_DATA_DIR, DATABASE_MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS,
-CORS_ORIGINS, RUST_LOG, LOG_FORMAT, OTEL_EXPORTER_OTLP_ENDPOINT.
+BIND_ADDR, CONDUIT_DATA_DIR, MIGRATE_ON_START, DATABASE_MAX_CONNECTIONS,
+REQUEST_TIMEOUT_SECONDS, CORS_ORIGINS, RUST_LOG, LOG_FORMAT,
+OTEL_EXPORTER_OTLP_ENDPOINT.
 The full list, with defaults: README.md and docs/operations.md.";
 
 impl Cli {
@@ -72,6 +88,8 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         match self.command.unwrap_or(Command::Serve) {
             Command::Serve => serve().await,
+            Command::Migrate => migrate().await,
+            Command::Healthcheck => healthcheck().await,
             Command::Seed(options) => seed(options).await,
             Command::Openapi => openapi(),
             Command::HashRate => hash_rate().await,
@@ -121,6 +139,116 @@ async fn serve() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the database settings only, as `conduit seed` does: a migration Job
+/// needs no JWT_SECRET. Exit code 2 for bad settings, as the server's.
+async fn migrate() -> ExitCode {
+    let config = match config::DatabaseConfig::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("conduit migrate: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::migrate(&config).await {
+        Ok(migrated) => {
+            for (version, description) in &migrated.applied {
+                println!("applied {version} {description}");
+            }
+            println!(
+                "{} of {} migrations applied now; the database has them all",
+                migrated.applied.len(),
+                migrated.known
+            );
+            if migrated.backfilled > 0 {
+                println!("filled in {} rows' new columns", migrated.backfilled);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("conduit migrate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `conduit healthcheck` waits for the whole answer.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Exit code 1, not 2, for a bad BIND_ADDR: container engines read any code but
+/// 0 and 1 as undefined (Docker reserves 2).
+async fn healthcheck() -> ExitCode {
+    let bind = match config::bind_addr_from_env() {
+        Ok(bind) => bind,
+        Err(err) => {
+            eprintln!("conduit healthcheck: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = probe_addr(bind);
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, readiness_status(addr)).await {
+        Ok(Ok(200)) => {
+            println!("ready: GET http://{addr}/health/ready answered 200");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(status)) => {
+            eprintln!("conduit healthcheck: GET http://{addr}/health/ready answered {status}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(err)) => {
+            eprintln!("conduit healthcheck: GET http://{addr}/health/ready: {err}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("conduit healthcheck: GET http://{addr}/health/ready: no answer within {HEALTHCHECK_TIMEOUT:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the server listening on `bind` is reached from this machine: an
+/// unspecified address (0.0.0.0, ::) listens on every interface, loopback among them.
+fn probe_addr(bind: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bind.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bind.port()).into(),
+        _ => bind,
+    }
+}
+
+/// The status code of `GET /health/ready` at `addr`: one HTTP/1.1 request on a
+/// connection of its own, and the status line of the answer (nothing more is read).
+async fn readiness_status(addr: std::net::SocketAddr) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    // The status line is far shorter than this; a longer one is not HTTP.
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 256 {
+        let read = stream.read(&mut buf).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..read]);
+    }
+    status_code(&head).ok_or_else(|| {
+        let line = String::from_utf8_lossy(&head);
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP answer: {:?}", line.trim_end()))
+    })
+}
+
+/// The code of an HTTP/1.x status line (`HTTP/1.1 200 OK`).
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end();
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    let code = parts.next()?;
+    (version.starts_with("HTTP/1.") && code.len() == 3).then(|| code.parse().ok()).flatten()
 }
 
 /// Exit code 2 for bad settings, as the server's.
@@ -189,6 +317,38 @@ mod tests {
     fn no_command_means_serve() {
         assert!(parse("conduit").expect("valid").command.is_none());
         assert!(matches!(parse("conduit serve").expect("valid").command, Some(Command::Serve)));
+    }
+
+    #[test]
+    fn migrate_and_healthcheck_take_no_arguments() {
+        assert!(matches!(parse("conduit migrate").expect("valid").command, Some(Command::Migrate)));
+        assert!(matches!(parse("conduit healthcheck").expect("valid").command, Some(Command::Healthcheck)));
+        for line in ["conduit migrate --to 3", "conduit healthcheck http://x", "conduit healthcheck --port 1"] {
+            assert_eq!(parse(line).expect_err(line).exit_code(), 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_healthcheck_probes_loopback_when_the_server_listens_on_every_interface() {
+        for (bind, probed) in [
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("[::]:9000", "[::1]:9000"),
+            ("127.0.0.1:8081", "127.0.0.1:8081"),
+            ("10.1.2.3:80", "10.1.2.3:80"),
+            ("[::1]:8080", "[::1]:8080"),
+        ] {
+            assert_eq!(probe_addr(bind.parse().expect(bind)).to_string(), probed, "{bind}");
+        }
+    }
+
+    #[test]
+    fn the_healthcheck_reads_the_status_code_of_an_http_status_line_only() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\ncontent-length: 2"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(status_code(b"HTTP/1.1 204\r\n"), Some(204));
+        for not_http in [&b""[..], b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 20", b"HTTP/2 200\r\n", b"HTTP/1.1 abc OK"] {
+            assert_eq!(status_code(not_http), None, "{}", String::from_utf8_lossy(not_http));
+        }
     }
 
     #[test]

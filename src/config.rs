@@ -82,6 +82,9 @@ pub struct Config {
     pub oidc: crate::auth::oidc::OidcConfig,
     /// `REFRESH_TOKEN_TTL_SECONDS` and `SESSION_MAX_AGE_SECONDS` (docs/auth.md).
     pub sessions: crate::auth::session::SessionLifetimes,
+    /// `MIGRATE_ON_START`: whether `serve` applies the migrations, or only checks
+    /// that `conduit migrate` has (see [`crate::db::Schema`]).
+    pub schema: crate::db::Schema,
 }
 
 /// A bad configuration value, naming its variable.
@@ -173,12 +176,7 @@ impl Config {
             (None, Database::Embedded) => JwtSecret::InDataDir,
         };
 
-        let bind_addr = match get("BIND_ADDR") {
-            Some(v) => {
-                v.parse().map_err(|_| invalid("BIND_ADDR", format!("`{v}` is not an address like 127.0.0.1:8080")))?
-            }
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
+        let bind_addr = bind_addr(&get)?;
 
         let cors_origins = match get("CORS_ORIGINS") {
             None => CorsOrigins::Any,
@@ -240,7 +238,34 @@ impl Config {
             traces: crate::telemetry::otel::OtlpConfig::from_lookup(&get)?,
             oidc: crate::auth::oidc::config_from_lookup(names, &get)?,
             sessions: session_lifetimes(&get)?,
+            schema: schema(&get)?,
         })
+    }
+}
+
+/// `BIND_ADDR`, for the server and `conduit healthcheck` alike.
+fn bind_addr(get: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    match get("BIND_ADDR") {
+        Some(v) => v.parse().map_err(|_| invalid("BIND_ADDR", format!("`{v}` is not an address like 127.0.0.1:8080"))),
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    }
+}
+
+/// The server's `BIND_ADDR` from the process environment (and `.env`), read
+/// alone: `conduit healthcheck` needs no other setting.
+pub fn bind_addr_from_env() -> Result<SocketAddr, ConfigError> {
+    let get = non_empty(environment()?);
+    bind_addr(&get)
+}
+
+/// `MIGRATE_ON_START`: `true` (the default, for the zero-configuration run)
+/// applies the migrations at start-up; `false` (several instances, a migration
+/// Job) only checks them.
+fn schema(get: &impl Fn(&str) -> Option<String>) -> Result<crate::db::Schema, ConfigError> {
+    match get("MIGRATE_ON_START").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("true") => Ok(crate::db::Schema::Migrate),
+        Some("false") => Ok(crate::db::Schema::Check),
+        Some(other) => Err(invalid("MIGRATE_ON_START", format!("`{other}` is neither `true` nor `false`"))),
     }
 }
 
@@ -485,6 +510,7 @@ mod tests {
             ("RATE_LIMIT_ANONYMOUS", "lots"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("COMMON_PASSWORDS", "off"),
+            ("MIGRATE_ON_START", "no"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
@@ -532,5 +558,19 @@ mod tests {
         let longer = config(&[("REFRESH_TOKEN_TTL_SECONDS", "7200"), ("SESSION_MAX_AGE_SECONDS", "3600")]);
         assert_eq!(longer.expect_err("idle beyond the whole").var, "REFRESH_TOKEN_TTL_SECONDS");
         assert_eq!(config(&[("SESSION_MAX_AGE_SECONDS", "10")]).expect_err("too short").var, "SESSION_MAX_AGE_SECONDS");
+    }
+
+    #[test]
+    fn migrations_are_applied_at_start_unless_migrate_on_start_is_false() {
+        use crate::db::Schema;
+        assert_eq!(config(&[]).expect("default").schema, Schema::Migrate);
+        for (value, schema) in [("true", Schema::Migrate), ("TRUE", Schema::Migrate), (" false ", Schema::Check)] {
+            assert_eq!(config(&[("MIGRATE_ON_START", value)]).expect(value).schema, schema, "{value}");
+        }
+        for bad in ["0", "off", "yes", "flase"] {
+            let err = config(&[("MIGRATE_ON_START", bad)]).expect_err(bad);
+            assert_eq!(err.var, "MIGRATE_ON_START");
+            assert!(err.to_string().contains("neither `true` nor `false`"), "{err}");
+        }
     }
 }

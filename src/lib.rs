@@ -40,7 +40,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         JwtSecret::Given(secret) => secret.clone(),
         JwtSecret::InDataDir => load_or_create_secret(&config.database.data_dir)?,
     };
-    let database = open_database(&config.database, config.db_max_connections, config.request_timeout).await?;
+    let database =
+        open_database_with_schema(&config.database, config.db_max_connections, config.request_timeout, config.schema)
+            .await?;
     let served = serve(&config, &database, secret).await;
     let closed = database.close().await;
     served.and(closed)
@@ -132,16 +134,19 @@ pub async fn open_database(
     max_connections: u32,
     statement_timeout: Duration,
 ) -> anyhow::Result<OpenDatabase> {
-    let (options, embedded): (PgConnectOptions, _) = match &config.source {
-        Database::External(url) => {
-            (url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?, None)
-        }
-        Database::Embedded => {
-            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
-            (pg.connect_options(), Some(pg))
-        }
-    };
-    match db::open(options.clone(), max_connections, statement_timeout).await {
+    open_database_with_schema(config, max_connections, statement_timeout, db::Schema::Migrate).await
+}
+
+/// [`open_database`], with the migrations applied or only checked (`schema`:
+/// `MIGRATE_ON_START`).
+pub async fn open_database_with_schema(
+    config: &DatabaseConfig,
+    max_connections: u32,
+    statement_timeout: Duration,
+    schema: db::Schema,
+) -> anyhow::Result<OpenDatabase> {
+    let (options, embedded) = connect_options(config).await?;
+    match db::open_with_schema(options.clone(), max_connections, statement_timeout, schema).await {
         Ok((writes, reads)) => Ok(OpenDatabase { writes, reads, options, embedded }),
         Err(err) => {
             // Leave no cluster running behind a failed start.
@@ -153,6 +158,33 @@ pub async fn open_database(
             Err(err)
         }
     }
+}
+
+/// How to reach the configured database: the server of `DATABASE_URL`, else
+/// the embedded cluster, started here (the caller stops it).
+async fn connect_options(config: &DatabaseConfig) -> anyhow::Result<(PgConnectOptions, Option<EmbeddedPostgres>)> {
+    Ok(match &config.source {
+        Database::External(url) => {
+            (url.expose_secret().parse().context("DATABASE_URL is not a valid PostgreSQL URL")?, None)
+        }
+        Database::Embedded => {
+            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            (pg.connect_options(), Some(pg))
+        }
+    })
+}
+
+/// `conduit migrate`: applies the migrations to the configured database (the
+/// embedded cluster is started for it, and stopped after).
+pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<db::Migrated> {
+    let (options, embedded) = connect_options(config).await?;
+    let migrated = db::migrate(options).await;
+    let stopped = match embedded {
+        Some(pg) => pg.stop().await,
+        None => Ok(()),
+    };
+    let migrated = migrated?;
+    stopped.map(|()| migrated)
 }
 
 impl OpenDatabase {

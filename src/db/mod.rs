@@ -154,8 +154,32 @@ pub(crate) fn session_options(options: PgConnectOptions) -> PgConnectOptions {
     options.application_name("conduit").options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
 }
 
-/// Applies the migrations, then opens the pool for writes ([`connect`]) and the
-/// one for reads ([`Reads`]), both with at most `max_connections` connections.
+/// What start-up does about the schema (`MIGRATE_ON_START`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    /// Apply the migrations this binary has and the database lacks (the
+    /// default): under sqlx's advisory lock, so that servers started together
+    /// apply each migration once.
+    #[default]
+    Migrate,
+    /// Apply nothing: refuse to start unless the database has every migration
+    /// this binary has, unchanged (`conduit migrate` applied them).
+    Check,
+}
+
+/// Applies the migrations, then opens the pools: [`open_with_schema`] with
+/// [`Schema::Migrate`].
+pub async fn open(
+    options: PgConnectOptions,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> anyhow::Result<(PgPool, Reads)> {
+    open_with_schema(options, max_connections, statement_timeout, Schema::Migrate).await
+}
+
+/// Applies the migrations (or checks them: `schema`), then the data migrations
+/// ([`backfill`]), then opens the pool for writes ([`connect`]) and the one for
+/// reads ([`Reads`]), both with at most `max_connections` connections.
 ///
 /// PostgreSQL cancels any statement of theirs that runs longer than
 /// `statement_timeout` (the request's time limit): when a request times out, its
@@ -165,25 +189,159 @@ pub(crate) fn session_options(options: PgConnectOptions) -> PgConnectOptions {
 /// The migrations run in a pool of one connection of their own, without that
 /// limit (one may rewrite a large table), and like the write pool it waits a few
 /// seconds for a database that is still starting.
-pub async fn open(
+pub async fn open_with_schema(
     options: PgConnectOptions,
     max_connections: u32,
     statement_timeout: Duration,
+    schema: Schema,
 ) -> anyhow::Result<(PgPool, Reads)> {
     // A database that is still starting is waited for a few seconds.
     let migrations = pool(options.clone(), 1, Duration::from_secs(5)).await.context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&migrations).await.context("applying database migrations")?;
-    match users::backfill_username_skeletons(&migrations).await {
-        Ok(0) => {}
-        Ok(filled) => tracing::info!(filled, "usernames' skeletons filled in"),
-        Err(err) => {
-            tracing::warn!(error = %err, "filling in usernames' skeletons stopped: it resumes at the next start")
+    match schema {
+        Schema::Migrate => MIGRATOR.run(&migrations).await.context("applying database migrations")?,
+        Schema::Check => {
+            let mut conn = migrations.acquire().await.context("connecting to PostgreSQL")?;
+            check_migrations(&mut conn).await?;
+            tracing::info!(
+                migrations = MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).count(),
+                "MIGRATE_ON_START=false: the database has every migration, none applied"
+            );
         }
     }
+    // In both modes: rows an older version wrote during a rolling upgrade, after
+    // `conduit migrate` ran, are filled in by the next start.
+    backfill(&migrations).await;
     migrations.close().await;
     let options = with_statement_timeout(options, statement_timeout);
     let writes = connect(options.clone(), max_connections).await.context("connecting to PostgreSQL")?;
     Ok((writes, Reads::new(options, max_connections)))
+}
+
+/// The data migrations that follow the schema's: idempotent, in batches, and
+/// never fatal (what they did not reach is tried again at the next start).
+/// Returns how many rows they filled.
+async fn backfill(db: &PgPool) -> u64 {
+    match users::backfill_username_skeletons(db).await {
+        Ok(0) => 0,
+        Ok(filled) => {
+            tracing::info!(filled, "usernames' skeletons filled in");
+            filled
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "filling in usernames' skeletons stopped: it resumes at the next start");
+            0
+        }
+    }
+}
+
+/// The migrations sqlx keeps its record of applied ones in.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// What `conduit migrate` did.
+#[derive(Debug)]
+pub struct Migrated {
+    /// The migrations applied now, in order: version and description.
+    pub applied: Vec<(i64, String)>,
+    /// How many the database has in all (this binary's).
+    pub known: usize,
+    /// Rows the data migrations filled in.
+    pub backfilled: u64,
+}
+
+/// `conduit migrate`: applies the migrations the database lacks with sqlx's
+/// migrator, then the data migrations, and reports what it applied.
+///
+/// sqlx takes a PostgreSQL advisory lock (per database) around its work; this
+/// takes the same lock first, on the same connection (advisory locks are
+/// re-entrant within a session), so that the record read before and after is
+/// this run's alone, even with other migrators or servers starting at once.
+pub async fn migrate(options: PgConnectOptions) -> anyhow::Result<Migrated> {
+    use sqlx::migrate::Migrate as _;
+    let pool = pool(options, 1, Duration::from_secs(5)).await.context("connecting to PostgreSQL")?;
+    let mut conn = pool.acquire().await.context("connecting to PostgreSQL")?;
+    conn.lock().await.context("taking the migrations' advisory lock")?;
+    let before = applied_migrations(&mut conn).await?.unwrap_or_default();
+    MIGRATOR.run(&mut *conn).await.context("applying database migrations")?;
+    let after = applied_migrations(&mut conn).await?.unwrap_or_default();
+    conn.unlock().await.context("releasing the migrations' advisory lock")?;
+    drop(conn);
+    let backfilled = backfill(&pool).await;
+    pool.close().await;
+    let applied = after
+        .iter()
+        .filter(|(version, _)| !before.iter().any(|(was, _)| was == version))
+        .filter_map(|(version, _)| MIGRATOR.iter().find(|m| m.version == *version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    let known = MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).count();
+    Ok(Migrated { applied, known, backfilled })
+}
+
+/// The database's record of applied migrations (version, checksum), `None`
+/// when it has none (no migrations table: never migrated). Reads only.
+async fn applied_migrations(conn: &mut sqlx::PgConnection) -> anyhow::Result<Option<Vec<(i64, Vec<u8>)>>> {
+    use sqlx::migrate::Migrate as _;
+    match conn.dirty_version(MIGRATIONS_TABLE).await {
+        Ok(None) => {}
+        Ok(Some(version)) => anyhow::bail!(
+            "migration {version} failed partway (`success` is false in {MIGRATIONS_TABLE}): repair the \
+             database, delete that row, then run `conduit migrate`"
+        ),
+        Err(sqlx::migrate::MigrateError::Execute(err)) if is_undefined_table(&err) => return Ok(None),
+        Err(err) => return Err(err).context("reading the applied migrations"),
+    }
+    let applied = conn.list_applied_migrations(MIGRATIONS_TABLE).await.context("reading the applied migrations")?;
+    Ok(Some(applied.into_iter().map(|m| (m.version, m.checksum.into_owned())).collect()))
+}
+
+fn is_undefined_table(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|db| db.code()).as_deref() == Some("42P01")
+}
+
+/// `MIGRATE_ON_START=false`: the database must have every migration this
+/// binary has, each with the same checksum, and none failed partway. Migrations
+/// the binary does not know are allowed: during a rolling upgrade, the old
+/// version keeps serving (and restarting) after `conduit migrate` applied the
+/// new version's, which add to the schema without breaking the old one
+/// (docs/deployment.md, "Migrations").
+pub async fn check_migrations(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    let applied = applied_migrations(conn).await?;
+    let known: Vec<(i64, &str, &[u8])> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (m.version, &*m.description, &*m.checksum))
+        .collect();
+    compare_migrations(&known, applied.as_deref()).map_err(anyhow::Error::msg)
+}
+
+/// The verdict of [`check_migrations`] on `known` (this binary's migrations:
+/// version, description, checksum) against `applied` (the database's record,
+/// `None` without one): what is missing or changed, naming `conduit migrate`.
+fn compare_migrations(known: &[(i64, &str, &[u8])], applied: Option<&[(i64, Vec<u8>)]>) -> Result<(), String> {
+    const HOW: &str = "MIGRATE_ON_START=false applies none: run `conduit migrate` with this version first";
+    let Some(applied) = applied else {
+        return Err(format!("the database has no migrations applied (no {MIGRATIONS_TABLE} table); {HOW}"));
+    };
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for (version, description, checksum) in known {
+        match applied.iter().find(|(v, _)| v == version) {
+            None => missing.push(format!("{version} ({description})")),
+            Some((_, applied)) if applied.as_slice() != *checksum => changed.push(format!("{version} ({description})")),
+            Some(_) => {}
+        }
+    }
+    if !changed.is_empty() {
+        return Err(format!(
+            "migrations {} differ from the ones applied to the database (a migration must never be edited once \
+             applied); `conduit migrate` refuses them too: ship the change as a new migration",
+            changed.join(", ")
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(format!("the database lacks migrations {}; {HOW}", missing.join(", ")));
+    }
+    Ok(())
 }
 
 /// `options` with PostgreSQL's `statement_timeout` set to `timeout`, at least
@@ -236,6 +394,34 @@ async fn pool(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_passes_with_every_migration_applied_unchanged_and_newer_ones_beside_them() {
+        let known: [(i64, &str, &[u8]); 2] = [(1, "initial", b"aa"), (2, "counters", b"bb")];
+        let applied = [(1, b"aa".to_vec()), (2, b"bb".to_vec())];
+        assert_eq!(compare_migrations(&known, Some(&applied)), Ok(()));
+        // A newer version's migration, applied by its `conduit migrate` during a rolling upgrade.
+        let newer = [(1, b"aa".to_vec()), (2, b"bb".to_vec()), (3, b"cc".to_vec())];
+        assert_eq!(compare_migrations(&known, Some(&newer)), Ok(()));
+    }
+
+    #[test]
+    fn the_check_names_what_is_missing_or_changed_and_conduit_migrate() {
+        let known: [(i64, &str, &[u8]); 2] = [(1, "initial", b"aa"), (2, "counters", b"bb")];
+        let none = compare_migrations(&known, None).expect_err("never migrated");
+        assert!(none.contains("no _sqlx_migrations table") && none.contains("`conduit migrate`"), "{none}");
+        let missing = compare_migrations(&known, Some(&[(1, b"aa".to_vec())])).expect_err("one missing");
+        assert!(
+            missing.contains("lacks migrations 2 (counters)") && missing.contains("`conduit migrate`"),
+            "{missing}"
+        );
+        let changed =
+            compare_migrations(&known, Some(&[(1, b"zz".to_vec()), (2, b"bb".to_vec())])).expect_err("edited");
+        assert!(
+            changed.contains("migrations 1 (initial) differ") && changed.contains("`conduit migrate`"),
+            "{changed}"
+        );
+    }
 
     #[test]
     fn sqlstate_classes_are_bounded_static_labels() {

@@ -65,7 +65,7 @@ fn help_prints_the_commands_and_exits_0_without_starting_anything() {
         let stdout = text(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
         assert!(stdout.contains("Usage: conduit [COMMAND]"), "{args:?}: {stdout}");
-        for command in ["serve", "seed", "openapi", "hash-rate"] {
+        for command in ["serve", "migrate", "healthcheck", "seed", "openapi", "hash-rate"] {
             assert!(stdout.contains(&format!("  {command} ")), "{args:?} lists {command}: {stdout}");
         }
         assert!(output.stderr.is_empty(), "{args:?}: {}", text(&output.stderr));
@@ -82,6 +82,8 @@ fn each_command_has_its_own_help() {
         (&["help", "serve"], "DATABASE_URL"),
         (&["openapi", "--help"], "Usage: conduit openapi"),
         (&["hash-rate", "-h"], "Usage: conduit hash-rate"),
+        (&["migrate", "--help"], "MIGRATE_ON_START=false"),
+        (&["healthcheck", "--help"], "/health/ready"),
     ] {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = run_in(dir.path(), args);
@@ -111,6 +113,8 @@ fn an_unknown_command_or_argument_is_refused_with_a_usage_line_and_exit_code_2()
         &["serve", "--bogus"],
         &["serve", "extra"],
         &["openapi", "--bogus"],
+        &["migrate", "--bogus"],
+        &["healthcheck", "extra"],
         &["seed"],
         &["seed", "--scale", "m"],
         &["seed", "--scale", "s", "--seed", "x"],

@@ -10,6 +10,7 @@ mod headers;
 mod http;
 mod memory;
 mod metrics;
+mod migrate;
 mod oidc;
 mod openapi;
 mod policy;
