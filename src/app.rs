@@ -183,7 +183,14 @@ pub fn router_with_limits(state: AppState, options: &HttpOptions, limits: &RateL
         .layer(extract::AuthenticateLayer::new(state.jwt.clone(), state.revocations.clone()))
         // After routing (it reads the matched route) and inside `AuthenticateLayer` (it
         // reads who the caller is).
-        .option_layer(limits.layer());
+        .option_layer(limits.layer())
+        // With a read replica only: announces each write, for read-your-writes.
+        .option_layer(state.reads.replica().map(|replica| {
+            let (replica, writes) = (replica.clone(), state.writes.clone());
+            axum::middleware::from_fn(move |request, next| {
+                crate::db::announce(replica.clone(), writes.clone(), request, next)
+            })
+        }));
 
     // One `Router::layer` for the whole stack: axum boxes every route again at
     // each call, and clones a route's boxes for every request.

@@ -85,6 +85,8 @@ pub struct Config {
     /// `MIGRATE_ON_START`: whether `serve` applies the migrations, or only checks
     /// that `conduit migrate` has (see [`crate::db::Schema`]).
     pub schema: crate::db::Schema,
+    /// `DATABASE_READ_URL` and `MAX_REPLICA_LAG_MS`: the read replica, if any.
+    pub replica: Option<crate::db::ReplicaConfig>,
 }
 
 /// A bad configuration value, naming its variable.
@@ -239,6 +241,7 @@ impl Config {
             oidc: crate::auth::oidc::config_from_lookup(names, &get)?,
             sessions: session_lifetimes(&get)?,
             schema: schema(&get)?,
+            replica: crate::db::ReplicaConfig::from_lookup(&get)?,
         })
     }
 }

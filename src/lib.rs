@@ -40,9 +40,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         JwtSecret::Given(secret) => secret.clone(),
         JwtSecret::InDataDir => load_or_create_secret(&config.database.data_dir)?,
     };
-    let database =
+    let mut database =
         open_database_with_schema(&config.database, config.db_max_connections, config.request_timeout, config.schema)
             .await?;
+    if let Some(replica) = &config.replica {
+        let replica = db::Replica::start(replica, &database.options, config.db_max_connections, config.request_timeout);
+        database.reads = database.reads.clone().with_replica(replica);
+    }
     let served = serve(&config, &database, secret).await;
     let closed = database.close().await;
     served.and(closed)

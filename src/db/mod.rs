@@ -12,11 +12,13 @@ pub mod comments;
 pub mod identities;
 pub mod profiles;
 mod reads;
+mod replica;
 pub mod sessions;
 pub mod tags;
 pub mod users;
 
-pub use reads::{PoolStats, Reads};
+pub use reads::PoolStats;
+pub use replica::{Reads, Replica, ReplicaConfig, Status as ReplicaStatus, WroteAs, announce};
 
 /// What a statement can run into that a caller must tell apart; anything else
 /// is [`Error::Sql`].

@@ -4,7 +4,7 @@
 //! sqlx-core 0.9, not configurable), in case a cancelled future left it
 //! mid-query. For a read that is one statement, that ping is a third of the
 //! request's trips to PostgreSQL, and each trip wakes two processes on the cores
-//! the server shares with PostgreSQL. Here a read runs inside [`Reads::run`],
+//! the server shares with PostgreSQL. Here a read runs inside [`Pool::run`],
 //! which takes its connection back, with no trip at all, once it has run to
 //! completion.
 //!
@@ -79,7 +79,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most `max_connections` connections, opened on first need and closed when
 /// idle for [`IDLE_TIMEOUT`] or open for [`MAX_LIFETIME`].
 #[derive(Debug, Clone)]
-pub struct Reads(Arc<Inner>);
+pub struct Pool(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -88,7 +88,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// How many permits there are (the semaphore says only how many are free).
     max_connections: usize,
-    /// Reads waiting for a permit, for the metrics ([`Reads::stats`]).
+    /// Reads waiting for a permit, for the metrics ([`Pool::stats`]).
     waiting: AtomicUsize,
     /// Connections between reads, in the order they came back: the most
     /// recently used last. Empty for good once the pool is closed.
@@ -97,6 +97,10 @@ struct Inner {
     max_lifetime: Duration,
     /// When a new connection was last refused, if the refusals have not ended.
     refused_since: Mutex<Option<Instant>>,
+    /// How long a read waits for a connection ([`ACQUIRE_TIMEOUT`] unless set).
+    acquire_timeout: Duration,
+    /// How long a refused connection is retried ([`CONNECT_RETRY`] unless set).
+    connect_retry: Duration,
 }
 
 #[derive(Debug)]
@@ -106,19 +110,19 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection lent for one read, handed back by [`Reads::run`].
+/// A connection lent for one read, handed back by [`Pool::run`].
 #[derive(Debug)]
 struct Lease {
     /// `Some` until the lease ends.
     conn: Option<PgConnection>,
     opened: Instant,
-    pool: Reads,
+    pool: Pool,
     permit: Option<OwnedSemaphorePermit>,
     /// Taken from the idle ones, rather than opened for this read.
     reused: bool,
 }
 
-impl Reads {
+impl Pool {
     /// A pool that opens no connection until the first read, with sqlx's
     /// [`IDLE_TIMEOUT`] and [`MAX_LIFETIME`].
     pub fn new(options: PgConnectOptions, max_connections: u32) -> Self {
@@ -135,6 +139,17 @@ impl Reads {
         idle_timeout: Duration,
         max_lifetime: Duration,
     ) -> Self {
+        Self::with_settings(options, max_connections, idle_timeout, max_lifetime, ACQUIRE_TIMEOUT, CONNECT_RETRY)
+    }
+
+    fn with_settings(
+        options: PgConnectOptions,
+        max_connections: u32,
+        idle_timeout: Duration,
+        max_lifetime: Duration,
+        acquire_timeout: Duration,
+        connect_retry: Duration,
+    ) -> Self {
         let inner = Arc::new(Inner {
             options: super::session_options(options),
             permits: Arc::new(Semaphore::new(max_connections as usize)),
@@ -144,6 +159,8 @@ impl Reads {
             idle_timeout,
             max_lifetime,
             refused_since: Mutex::new(None),
+            acquire_timeout,
+            connect_retry,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             // A zero period would panic in `interval`.
@@ -151,6 +168,14 @@ impl Reads {
             runtime.spawn(reap(Arc::downgrade(&inner), period));
         }
         Self(inner)
+    }
+
+    /// A pool that waits at most `acquire_timeout` for a connection and never
+    /// retries a refused one: for a server that may be skipped (the read
+    /// replica, whose reads fall back to the primary), whose absence must cost
+    /// a read no more than that.
+    pub fn skippable(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> Self {
+        Self::with_settings(options, max_connections, IDLE_TIMEOUT, MAX_LIFETIME, acquire_timeout, Duration::ZERO)
     }
 
     /// Runs `read` (one statement) on a connection of the pool, an idle one if
@@ -176,7 +201,7 @@ impl Reads {
         }
     }
 
-    /// [`Reads::run`] if a connection may be had now; `None` when every one the
+    /// [`Pool::run`] if a connection may be had now; `None` when every one the
     /// pool may open is lent. For probes that must not queue behind reads.
     pub async fn try_run<T>(
         &self,
@@ -191,7 +216,7 @@ impl Reads {
     }
 
     async fn acquire(&self) -> Result<Lease, sqlx::Error> {
-        tokio::time::timeout(ACQUIRE_TIMEOUT, async {
+        tokio::time::timeout(self.0.acquire_timeout, async {
             let permit = match self.0.permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(TryAcquireError::Closed) => return Err(sqlx::Error::PoolClosed),
@@ -212,7 +237,11 @@ impl Reads {
             Err(TryAcquireError::NoPermits) => return None,
             Err(TryAcquireError::Closed) => return Some(Err(sqlx::Error::PoolClosed)),
         };
-        Some(tokio::time::timeout(ACQUIRE_TIMEOUT, self.lend(permit)).await.unwrap_or(Err(sqlx::Error::PoolTimedOut)))
+        Some(
+            tokio::time::timeout(self.0.acquire_timeout, self.lend(permit))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+        )
     }
 
     /// A lease on the slot `permit` holds: an idle connection if there is, else a new one.
@@ -273,7 +302,7 @@ impl Reads {
             match PgConnection::connect_with(&self.0.options).await {
                 Err(err) if is_transient(&err) => {
                     let refusing = *self.0.refused_since().get_or_insert(started);
-                    if refusing < started || started.elapsed() >= CONNECT_RETRY {
+                    if refusing < started || started.elapsed() >= self.0.connect_retry {
                         return Err(err);
                     }
                     tokio::time::sleep(backoff).await;
@@ -304,7 +333,7 @@ impl Reads {
     }
 }
 
-/// What [`Reads::stats`] reports.
+/// What [`Pool::stats`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections open: the idle ones, and a slot per read in progress (a

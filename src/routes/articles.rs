@@ -280,7 +280,7 @@ pub async fn list(
         offset: page.offset,
     };
     let viewer = viewer.map(|v| v.id);
-    page_response(&reads.run(async |conn| db::articles::list(conn, &query, viewer).await).await?)
+    page_response(&reads.run_for(viewer, async |conn| db::articles::list(conn, &query, viewer).await).await?)
 }
 
 /// Articles by the authors the caller follows, newest first.
@@ -295,7 +295,9 @@ pub async fn list(
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn feed(State(reads): State<Reads>, user: AuthUser, page: Page) -> Result<Response> {
     let query = db::articles::ListQuery { feed: true, limit: page.limit, offset: page.offset, ..Default::default() };
-    page_response(&reads.run(async |conn| db::articles::list(conn, &query, Some(user.id)).await).await?)
+    page_response(
+        &reads.run_for(Some(user.id), async |conn| db::articles::list(conn, &query, Some(user.id)).await).await?,
+    )
 }
 
 /// One article. Auth is optional.
@@ -316,7 +318,7 @@ pub async fn get(
     Path(slug): Path<String>,
 ) -> Result<Json<ArticleResponse>> {
     let viewer = viewer.map(|v| v.id);
-    article_response(reads.run(async |conn| db::articles::get(conn, &slug, viewer).await).await?)
+    article_response(reads.run_for(viewer, async |conn| db::articles::get(conn, &slug, viewer).await).await?)
 }
 
 /// Create an article. It and its tags are written in one transaction.

@@ -186,7 +186,7 @@ pub struct SessionsResponse {
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn sessions(State(state): State<AppState>, user: AuthUser) -> Result<Json<SessionsResponse>> {
-    let rows = state.reads.run(async |conn| db::sessions::list(conn, user.id).await).await?;
+    let rows = state.reads.run_for(Some(user.id), async |conn| db::sessions::list(conn, user.id).await).await?;
     let sessions = rows
         .into_iter()
         .map(|row| Session {

@@ -160,7 +160,7 @@ pub async fn add(
 #[tracing::instrument(skip_all, fields(slug = %slug))]
 pub async fn list(State(reads): State<Reads>, viewer: Option<AuthUser>, Path(slug): Path<String>) -> Result<Response> {
     let viewer = viewer.map(|v| v.id);
-    let found = reads.run(async |conn| db::comments::list(conn, &slug, viewer, None, PAGE).await).await?;
+    let found = reads.run_for(viewer, async |conn| db::comments::list(conn, &slug, viewer, None, PAGE).await).await?;
     let first = found.ok_or(Error::NotFound("article"))?;
     if !may_continue(&first) {
         return Ok(CommentsResponse { comments: first.into_iter().map(Comment::from).collect() }.into_response());
@@ -220,8 +220,10 @@ async fn next_page((rest, next): (Rest, Next)) -> Option<(Result<Bytes, db::Erro
         Next::Close => return Some((Ok(Bytes::from_static(b"]}")), (rest, Next::Done))),
         Next::After(cursor) => cursor,
     };
-    let page =
-        rest.reads.run(async |conn| db::comments::list(conn, &rest.slug, rest.viewer, Some(cursor), PAGE).await).await;
+    let page = rest
+        .reads
+        .run_for(rest.viewer, async |conn| db::comments::list(conn, &rest.slug, rest.viewer, Some(cursor), PAGE).await)
+        .await;
     match page {
         Ok(Some(rows)) if !rows.is_empty() => {
             let mut out = JsonWriter::with_capacity(page_bytes(&rows));

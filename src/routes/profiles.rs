@@ -41,7 +41,7 @@ pub async fn get(
     Path(username): Path<String>,
 ) -> Result<Json<ProfileResponse>> {
     let viewer = viewer.map(|v| v.id);
-    respond(reads.run(async |conn| db::profiles::get(conn, &username, viewer).await).await?)
+    respond(reads.run_for(viewer, async |conn| db::profiles::get(conn, &username, viewer).await).await?)
 }
 
 /// Follow a user; following twice is a no-op. Any request body is ignored:

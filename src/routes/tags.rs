@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{
     db::{self, Reads},
     error::Result,
-    extract::Json,
+    extract::{AuthUser, Json},
 };
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -20,7 +20,8 @@ pub struct TagsResponse {
     security((), ("Token" = []), ("Bearer" = [])),
     responses((status = 200, description = "The tags", body = TagsResponse)))]
 #[tracing::instrument(skip_all)]
-pub async fn list(State(reads): State<Reads>) -> Result<Json<TagsResponse>> {
-    let tags = reads.run(async |conn| db::tags::in_use(conn).await).await?;
+pub async fn list(State(reads): State<Reads>, viewer: Option<AuthUser>) -> Result<Json<TagsResponse>> {
+    // The caller's own new tags are in the list, even with a read replica.
+    let tags = reads.run_for(viewer.map(|v| v.id), async |conn| db::tags::in_use(conn).await).await?;
     Ok(Json(TagsResponse { tags }))
 }

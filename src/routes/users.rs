@@ -170,6 +170,7 @@ fn respond(row: db::users::UserRow, token: String) -> Json<UserResponse> {
 /// the new refresh token where the client wants it (`delivery`): in the body's
 /// `user.refreshToken`, or in the `Set-Cookie` of the refresh cookie.
 pub fn signed_in(row: db::users::UserRow, issued: &Issued, delivery: Delivery, status: StatusCode) -> Response {
+    let row_id = row.id;
     let Json(mut body) = respond(row, issued.access_token.clone());
     if delivery == Delivery::Body {
         body.user.refresh_token = Some(issued.refresh_token.expose_secret().to_owned());
@@ -178,6 +179,8 @@ pub fn signed_in(row: db::users::UserRow, issued: &Issued, delivery: Delivery, s
     if delivery == Delivery::Cookie {
         response.headers_mut().insert(SET_COOKIE, issued.cookie());
     }
+    // The user's next reads must see this sign-in's writes (the read replica).
+    response.extensions_mut().insert(db::WroteAs(row_id));
     response
 }
 
@@ -257,7 +260,7 @@ pub async fn login(
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 pub async fn current(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserResponse>> {
-    let row = state.reads.run(async |conn| db::users::find_by_id(conn, user.id).await).await?;
+    let row = state.reads.run_for(Some(user.id), async |conn| db::users::find_by_id(conn, user.id).await).await?;
     // The account can be deleted after the token passed the authentication path.
     let row = row.ok_or(db::Error::CallerGone)?;
     Ok(respond(row, user.token))

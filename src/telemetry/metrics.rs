@@ -44,6 +44,8 @@ pub const POOL_IDLE: &str = "conduit_db_pool_idle_connections";
 pub const POOL_WAITING: &str = "conduit_db_pool_waiting";
 pub const POOL_MAX: &str = "conduit_db_pool_max_connections";
 pub const STATEMENT_ERRORS: &str = "conduit_db_statement_errors_total";
+pub const READS_SERVED: &str = "conduit_db_reads_total";
+pub const REPLICA_LAG: &str = "conduit_db_replica_lag_seconds";
 pub const HASHES_IN_PROGRESS: &str = "conduit_password_hashes_in_progress";
 pub const HASHES_QUEUED: &str = "conduit_password_hashes_queued";
 pub const HASH_DURATION: &str = "conduit_password_hash_duration_seconds";
@@ -124,6 +126,15 @@ fn describe() {
     describe_gauge!(POOL_WAITING, "Reads waiting for a connection slot of the reads pool");
     describe_gauge!(POOL_MAX, "Most connections the pool may open");
     describe_counter!(STATEMENT_ERRORS, "Statements PostgreSQL refused, by SQLSTATE class (its first two characters)");
+    describe_counter!(
+        READS_SERVED,
+        "One-statement reads with a read replica configured, by the server that ran them (replica, primary) and why"
+    );
+    describe_gauge!(
+        REPLICA_LAG,
+        Unit::Seconds,
+        "How far the read replica's replay is behind the primary, at the last poll"
+    );
     describe_gauge!(HASHES_IN_PROGRESS, "Argon2id hashes and verifications running");
     describe_gauge!(HASHES_QUEUED, "Argon2id hashes and verifications waiting for a core");
     describe_histogram!(HASH_DURATION, Unit::Seconds, "Time one Argon2id hash or verification computes");
@@ -157,6 +168,12 @@ impl Pools {
         gauge!(POOL_IDLE, "pool" => "reads").set(reads.idle as f64);
         gauge!(POOL_WAITING, "pool" => "reads").set(reads.waiting as f64);
         gauge!(POOL_MAX, "pool" => "reads").set(reads.max as f64);
+        if let Some(replica) = self.reads.replica_stats() {
+            gauge!(POOL_CONNECTIONS, "pool" => "replica").set(replica.connections as f64);
+            gauge!(POOL_IDLE, "pool" => "replica").set(replica.idle as f64);
+            gauge!(POOL_WAITING, "pool" => "replica").set(replica.waiting as f64);
+            gauge!(POOL_MAX, "pool" => "replica").set(replica.max as f64);
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod process;
 mod profiles;
 mod rate_limit;
 mod reads;
+mod replica;
 mod server;
 mod sessions;
 mod statements;

@@ -34,6 +34,8 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
         (vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")], "JWT_SECRET"),
         (vec![("DATABASE_URL", "postgres://x@127.0.0.1:1/x"), ("JWT_SECRET", "too short")], "JWT_SECRET"),
         (vec![("RUST_LOG", "conduit=shouting")], "RUST_LOG"),
+        (vec![("DATABASE_READ_URL", "mysql://replica/db")], "DATABASE_READ_URL"),
+        (vec![("MAX_REPLICA_LAG_MS", "soon")], "MAX_REPLICA_LAG_MS"),
     ] {
         let output = conduit(&vars).output().expect("run conduit");
         assert_eq!(output.status.code(), Some(2), "{vars:?}");
