@@ -20,9 +20,11 @@
 //! flushed, `synchronous_commit` being on, PostgreSQL's default), and
 //! `pg_notify`s "user lsn" to every server. The statement's own commit does not
 //! wait for a flush (`synchronous_commit` off for it alone): nothing is lost if
-//! its notification is. This server records the position at once, before the
-//! answer leaves; the others when the notification arrives, which is the one
-//! window this design leaves: see docs/deployment.md for its measure.
+//! its notification is. This server records the position at once; the others
+//! when the notification arrives. The answer leaves once this server's own
+//! listener has heard it too (at most 20 ms: [`Replica::wait_heard`]), by which
+//! time the other servers' listeners, sent it at the same commit, have it or
+//! nearly: the one window this design leaves, measured in docs/deployment.md.
 //!
 //! A read on the replica that fails for want of the replica (the connection
 //! refused or lost, the server shutting down, a conflict with recovery) runs
@@ -68,6 +70,10 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a read waits for a connection to the replica before it reads on the
 /// primary instead.
 const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a write's answer waits for this server's own listener to hear its
+/// announcement (see [`Replica::wait_heard`]).
+const HEARD_WAIT: Duration = Duration::from_millis(20);
 
 /// How long to wait before subscribing again after the listener failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
@@ -257,6 +263,10 @@ pub struct Replica {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Reads the replica has run (for tests and logs; the metric counts them too).
     served: AtomicU64,
+    /// The furthest position of the announcements the listener has heard, and
+    /// what wakes those waiting for it.
+    heard: AtomicU64,
+    heard_more: Notify,
     /// Wakes the listener when the replica is closed or dropped.
     closed: Arc<Notify>,
     stopped: AtomicBool,
@@ -285,6 +295,8 @@ impl Replica {
             writes: Mutex::new(HashMap::new()),
             samples: Mutex::new(VecDeque::new()),
             served: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
+            heard_more: Notify::new(),
             closed: Arc::new(Notify::new()),
             stopped: AtomicBool::new(false),
         });
@@ -383,6 +395,32 @@ impl Replica {
         self.set_status(if lag > self.max_lag { Status::Lagging } else { Status::Ready });
     }
 
+    /// Waits, at most [`HEARD_WAIT`], until this server's listener has heard an
+    /// announcement at `lsn` or past it. Every listener (one per server) is
+    /// sent the notification at the same commit, so once this one has it the
+    /// others have it too, or are as near as their own process lets them: the
+    /// write's answer, and so the client's next request, waits for that. Not
+    /// waited for while not subscribed: the other servers then hear of it as
+    /// fast as ever, and this one does not need to.
+    async fn wait_heard(&self, lsn: u64) {
+        if !self.is_listening() {
+            return;
+        }
+        let heard = async {
+            loop {
+                // Made before the check, so that a wake-up in between is not missed.
+                let more = self.heard_more.notified();
+                if self.heard.load(Ordering::Acquire) >= lsn {
+                    return;
+                }
+                more.await;
+            }
+        };
+        if tokio::time::timeout(HEARD_WAIT, heard).await.is_err() {
+            tracing::debug!(lsn, "the write's announcement was not heard back within {HEARD_WAIT:?}");
+        }
+    }
+
     /// Stops the tasks and closes the replica's connections.
     pub async fn close(&self) {
         self.stopped.store(true, Ordering::Relaxed);
@@ -413,17 +451,17 @@ pub async fn announce(replica: Arc<Replica>, writes: PgPool, request: Request, n
         && !response.status().is_client_error()
     {
         match announce_write(&writes, user).await {
-            Ok(lsn) => replica_record(&replica, user, lsn),
+            Ok(lsn) => {
+                let lsn = u64::try_from(lsn).unwrap_or(0);
+                replica.record(user, lsn);
+                replica.wait_heard(lsn).await;
+            }
             // The write's own reads may then meet a replica behind it, within
             // MAX_REPLICA_LAG_MS: the primary is failing, so is the write's answer.
             Err(err) => tracing::warn!(error = %err, user, "cannot announce a write to the other servers"),
         }
     }
     response
-}
-
-fn replica_record(replica: &Replica, user: i64, lsn: i64) {
-    replica.record(user, u64::try_from(lsn).unwrap_or(0));
 }
 
 /// The primary's WAL position now, announced to every server as `user`'s.
@@ -597,7 +635,11 @@ async fn subscribed(replica: &std::sync::Weak<Replica>, pool: &PgPool) -> Option
         let current = replica.upgrade()?;
         match received {
             Ok(Some(notification)) => match parse(notification.payload()) {
-                Some((user, lsn)) => current.record(user, lsn),
+                Some((user, lsn)) => {
+                    current.record(user, lsn);
+                    current.heard.fetch_max(lsn, Ordering::AcqRel);
+                    current.heard_more.notify_waiters();
+                }
                 None => tracing::warn!(payload = notification.payload(), "not a write announcement on {CHANNEL}"),
             },
             // The connection was lost: announcements may have been missed.
@@ -628,6 +670,8 @@ mod tests {
             writes: Mutex::new(HashMap::new()),
             samples: Mutex::new(VecDeque::new()),
             served: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
+            heard_more: Notify::new(),
             closed: Arc::new(Notify::new()),
             stopped: AtomicBool::new(false),
         }
