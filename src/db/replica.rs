@@ -21,10 +21,15 @@
 //! `pg_notify`s "user lsn" to every server. The statement's own commit does not
 //! wait for a flush (`synchronous_commit` off for it alone): nothing is lost if
 //! its notification is. This server records the position at once; the others
-//! when the notification arrives. The answer leaves once this server's own
-//! listener has heard it too (at most 20 ms: [`Replica::wait_heard`]), by which
-//! time the other servers' listeners, sent it at the same commit, have it or
-//! nearly: the one window this design leaves, measured in docs/deployment.md.
+//! when the notification arrives. Then the answer waits, at most 100 ms, until
+//! the replica has replayed that position ([`Replica::wait_replayed`]): from
+//! then on every read the replica serves sees the write, whoever makes it and
+//! whichever server it reaches. Only when the replica is slower than that does
+//! the announcement carry the guarantee, for the writer alone: the answer then
+//! leaves once this server's own listener has heard it (at most 20 ms:
+//! [`Replica::wait_heard`]), by which time the other servers' listeners, sent
+//! it at the same commit, have it or nearly (the window measured in
+//! docs/deployment.md).
 //!
 //! A read on the replica that fails for want of the replica (the connection
 //! refused or lost, the server shutting down, a conflict with recovery) runs
@@ -74,6 +79,13 @@ const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a write's answer waits for this server's own listener to hear its
 /// announcement (see [`Replica::wait_heard`]).
 const HEARD_WAIT: Duration = Duration::from_millis(20);
+
+/// How long a write's answer waits for the replica to replay it (see
+/// [`Replica::wait_replayed`]).
+const REPLAY_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest pause between two questions to the replica while waiting.
+const REPLAY_ASK_EVERY: Duration = Duration::from_millis(5);
 
 /// How long to wait before subscribing again after the listener failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
@@ -421,6 +433,53 @@ impl Replica {
         }
     }
 
+    /// Waits, at most [`REPLAY_WAIT`], until the replica has replayed the WAL
+    /// up to `lsn`, asking it (one statement, after a pause that doubles from
+    /// 0.5 ms up to [`REPLAY_ASK_EVERY`]) rather than waiting for the next poll;
+    /// `true` once it has. From then on every read sent to the replica sees
+    /// the write, from any server and for any caller, announcement or not:
+    /// this is what closes the window between the write's answer and the other
+    /// servers hearing of it. Not waited for when the replica is down or
+    /// lagging: reads do not go there then.
+    async fn wait_replayed(&self, lsn: u64) -> bool {
+        if self.status() != Status::Ready {
+            return false;
+        }
+        let replayed = async {
+            let mut pause = Duration::from_micros(500);
+            loop {
+                if self.replayed.load(Ordering::Acquire) >= lsn {
+                    return true;
+                }
+                let asked = self
+                    .pool
+                    .run(async |conn: &mut PgConnection| {
+                        Ok(sqlx::query_scalar!(r#"SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS lsn"#)
+                            .fetch_one(conn)
+                            .await?)
+                    })
+                    .await;
+                match asked {
+                    Ok(Some(position)) => {
+                        self.replayed.fetch_max(u64::try_from(position).unwrap_or(0), Ordering::AcqRel);
+                    }
+                    // Not a replica, or failing: the poll will say so.
+                    _ => return false,
+                }
+                if self.replayed.load(Ordering::Acquire) >= lsn {
+                    return true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(REPLAY_ASK_EVERY);
+            }
+        };
+        let replayed = tokio::time::timeout(REPLAY_WAIT, replayed).await.unwrap_or(false);
+        if !replayed {
+            tracing::debug!(lsn, "the replica did not replay the write within {REPLAY_WAIT:?}");
+        }
+        replayed
+    }
+
     /// Stops the tasks and closes the replica's connections.
     pub async fn close(&self) {
         self.stopped.store(true, Ordering::Relaxed);
@@ -454,7 +513,11 @@ pub async fn announce(replica: Arc<Replica>, writes: PgPool, request: Request, n
             Ok(lsn) => {
                 let lsn = u64::try_from(lsn).unwrap_or(0);
                 replica.record(user, lsn);
-                replica.wait_heard(lsn).await;
+                // Once the replica has the write, every read sees it; else the
+                // user's own reads are kept on the primary by the announcement.
+                if !replica.wait_replayed(lsn).await {
+                    replica.wait_heard(lsn).await;
+                }
             }
             // The write's own reads may then meet a replica behind it, within
             // MAX_REPLICA_LAG_MS: the primary is failing, so is the write's answer.

@@ -194,6 +194,9 @@ impl Fixture {
         }
         let mut admin = PgConnection::connect_with(&pair.replica()).await.expect("connect to the replica");
         sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut admin).await.expect("resume the replay");
+        for statement in ["ALTER SYSTEM RESET recovery_min_apply_delay", "SELECT pg_reload_conf()"] {
+            sqlx::query(statement).execute(&mut admin).await.expect(statement);
+        }
         let name = format!("conduit_replica_{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::Relaxed));
         let mut conn = PgConnection::connect_with(&pair.primary()).await.expect("connect to the primary");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -377,6 +380,37 @@ async fn a_user_reads_their_own_write_on_the_same_server_and_on_another_while_th
     let before = second.replica.reads_served();
     assert_eq!(second.titles(Some(&jake)).await, ["Mine"]);
     assert_eq!(second.replica.reads_served(), before + 1, "jake reads on the replica again");
+}
+
+/// A write's answer waits for the replica to replay it: anyone reading on the
+/// replica afterwards, through any server, anonymous or not, sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_write_is_answered_every_read_on_the_replica_through_any_server_sees_it() {
+    let fixture = Fixture::new().await;
+    let (writer, reader) =
+        (fixture.server(Duration::from_secs(60)).await, fixture.server(Duration::from_secs(60)).await);
+    let jake = writer.register("jake").await;
+    let celeb = writer.register("celeb").await;
+    // A replica 30 ms behind (its replay of each commit held back that long): a
+    // read sent as soon as the answer is in would otherwise miss the write.
+    fixture.on_replica("ALTER SYSTEM SET recovery_min_apply_delay = '30ms'").await;
+    fixture.on_replica("SELECT pg_reload_conf()").await;
+    wait_for("the delay in force", async || {
+        let mut conn = PgConnection::connect_with(&fixture.replica).await.expect("connect to the replica");
+        sqlx::query_scalar::<_, String>("SHOW recovery_min_apply_delay").fetch_one(&mut conn).await.expect("show")
+            == "30ms"
+    })
+    .await;
+    for n in 1..=10 {
+        writer.create_article(&jake, &format!("Article {n}")).await;
+        let before = reader.replica.reads_served();
+        // At once, with no wait for an announcement: by the answer, the replica has it.
+        assert_eq!(reader.titles(None).await.len(), n, "anonymous, on the other server, after write {n}");
+        assert_eq!(reader.titles(Some(&celeb)).await.len(), n, "another user, on the other server, after write {n}");
+        assert_eq!(reader.replica.reads_served(), before + 2, "both read on the replica");
+    }
+    fixture.on_replica("ALTER SYSTEM RESET recovery_min_apply_delay").await;
+    fixture.on_replica("SELECT pg_reload_conf()").await;
 }
 
 /// A user who just signed up reads their account on another server at once.
