@@ -137,7 +137,12 @@ use sqlx::{
 };
 
 /// Migrations embedded in the binary, applied at start-up.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+///
+/// Migrations the database has and the binary does not know are allowed
+/// (`ignore_missing`), as in the check of `MIGRATE_ON_START=false`: after a
+/// newer version's `conduit migrate`, an older one (a rolling upgrade's old
+/// pods, a rollback's Job) still starts and migrates what it knows.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator { ignore_missing: true, ..sqlx::migrate!() };
 
 /// The settings of every connection, for reads and writes alike: each statement
 /// is planned once and the plan reused.

@@ -384,7 +384,16 @@ impl Replica {
 
     /// Takes in a poll's result: the primary at `primary` (polled first), the
     /// replica having replayed up to `replayed` (polled second), at `now`.
+    ///
+    /// A replica found behind what it was seen to have replayed before (another
+    /// standby behind the same address, or one restarted from an older
+    /// restart point) is skipped until it is back there: the writes forgotten
+    /// and the answers that waited for the replay relied on that position.
     fn observe(&self, now: Instant, primary: u64, replayed: u64) {
+        if replayed < self.replayed.load(Ordering::Acquire) {
+            self.set_status(Status::Down);
+            return;
+        }
         let lag = {
             let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
             if samples.back().is_none_or(|&(_, last)| primary > last) && samples.len() < MAX_SAMPLES {
@@ -459,15 +468,16 @@ impl Replica {
                             .await?)
                     })
                     .await;
+                // Only what this replica answers now vouches for the write: a
+                // position below the one seen before is not taken (see `observe`).
                 match asked {
-                    Ok(Some(position)) => {
+                    Ok(Some(position)) if u64::try_from(position).unwrap_or(0) >= lsn => {
                         self.replayed.fetch_max(u64::try_from(position).unwrap_or(0), Ordering::AcqRel);
+                        return true;
                     }
+                    Ok(Some(_)) => {}
                     // Not a replica, or failing: the poll will say so.
                     _ => return false,
-                }
-                if self.replayed.load(Ordering::Acquire) >= lsn {
-                    return true;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(REPLAY_ASK_EVERY);
@@ -669,7 +679,9 @@ async fn follow(replica: &std::sync::Weak<Replica>, primary: &PgConnectOptions) 
     let pool =
         PgPoolOptions::new().max_connections(1).acquire_timeout(POLL_TIMEOUT * 4).connect_lazy_with(primary.clone());
     let ended = subscribed(replica, &pool).await;
-    pool.close().await;
+    // A listener dropped mid-subscription leaves its UNLISTEN on the connection,
+    // which an unreachable primary never answers: closing is not waited for long.
+    let _ = tokio::time::timeout(POLL_TIMEOUT, pool.close()).await;
     ended
 }
 
@@ -794,6 +806,19 @@ mod tests {
         assert_eq!(replica.route(Some(1)), Err("not_listening"));
         replica.observe(Instant::now(), 120, 120);
         assert_eq!(replica.route(Some(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_replica_found_behind_its_last_position_takes_no_read_until_it_is_back_there() {
+        let replica = replica(Duration::from_secs(1));
+        let now = Instant::now();
+        replica.observe(now, 100, 100);
+        assert_eq!(replica.route(None), Ok(()));
+        // Another standby behind the same address, or one restarted further back.
+        replica.observe(now, 120, 60);
+        assert_eq!(replica.route(None), Err("replica_down"));
+        replica.observe(now, 120, 110);
+        assert_eq!(replica.route(None), Ok(()));
     }
 
     #[test]

@@ -289,6 +289,34 @@ async fn a_server_with_migrate_on_start_false_refuses_a_database_that_lacks_a_mi
     assert!(stderr.contains(&format!("migrations {} (", known[0])) && stderr.contains("differ"), "{stderr}");
 }
 
+/// A rollback: the database has a migration of a newer version that this one
+/// does not know. `conduit migrate`, and a server, go on with what they know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conduit_migrate_and_the_server_accept_a_newer_versions_migration_beside_theirs() {
+    let db = EmptyDatabase::new().await;
+    let output = db.conduit(&["migrate"], &[]).output().expect("run conduit migrate");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let newer = known_versions().last().copied().expect("a migration") + 1;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from a newer version', true, '\\x00', 1)",
+    )
+    .bind(newer)
+    .execute(db.pool())
+    .await
+    .expect("record a newer migration");
+
+    let again = db.conduit(&["migrate"], &[]).output().expect("run conduit migrate");
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 of"), "{again:?}");
+    for vars in [&[("MIGRATE_ON_START", "true")], &[("MIGRATE_ON_START", "false")]] {
+        let mut server = Server::spawn(&db, vars);
+        server.wait_ready().await;
+        assert_eq!(http(server.addr, "GET", "/api/tags", "").await.0, 200, "{vars:?}");
+        server.stop().await;
+    }
+}
+
 /// `conduit healthcheck` with `BIND_ADDR=bind` and nothing else; its output,
 /// and how long it took.
 fn healthcheck(bind: &str) -> (Output, Duration) {
