@@ -285,6 +285,26 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// What a server knows before its first poll and subscription: the
+    /// replica down, nothing replayed, not listening.
+    fn new(pool: Pool, max_lag: Duration) -> Self {
+        Self {
+            pool,
+            max_lag,
+            status: AtomicU8::new(Status::Down as u8),
+            replayed: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            subscribed_at: AtomicU64::new(u64::MAX),
+            writes: Mutex::new(HashMap::new()),
+            samples: Mutex::new(VecDeque::new()),
+            served: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
+            heard_more: Notify::new(),
+            closed: Arc::new(Notify::new()),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
     /// The replica of `config`, for a server whose primary is at `primary`;
     /// its reads have at most `max_connections` connections, each with
     /// `statement_timeout`. Starts the poll and the listener (each on a
@@ -297,21 +317,8 @@ impl Replica {
         statement_timeout: Duration,
     ) -> Arc<Self> {
         let options = super::with_statement_timeout(config.options.clone(), statement_timeout);
-        let replica = Arc::new(Self {
-            pool: Pool::skippable(options, max_connections, REPLICA_ACQUIRE_TIMEOUT),
-            max_lag: config.max_lag,
-            status: AtomicU8::new(Status::Down as u8),
-            replayed: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
-            subscribed_at: AtomicU64::new(u64::MAX),
-            writes: Mutex::new(HashMap::new()),
-            samples: Mutex::new(VecDeque::new()),
-            served: AtomicU64::new(0),
-            heard: AtomicU64::new(0),
-            heard_more: Notify::new(),
-            closed: Arc::new(Notify::new()),
-            stopped: AtomicBool::new(false),
-        });
+        let replica =
+            Arc::new(Self::new(Pool::skippable(options, max_connections, REPLICA_ACQUIRE_TIMEOUT), config.max_lag));
         let primary = primary.clone().application_name("conduit-replica-watch");
         let replica_options = config.options.clone().application_name("conduit-replica-watch");
         tokio::spawn(poll(Arc::downgrade(&replica), primary.clone(), replica_options));
@@ -734,22 +741,12 @@ fn parse(payload: &str) -> Option<(i64, u64)> {
 mod tests {
     use super::*;
 
+    /// Subscribed from the start, nothing announced before it.
     fn replica(max_lag: Duration) -> Replica {
-        Replica {
-            pool: Pool::new(PgConnectOptions::new(), 1),
-            max_lag,
-            status: AtomicU8::new(Status::Down as u8),
-            replayed: AtomicU64::new(0),
-            listening: AtomicBool::new(true),
-            subscribed_at: AtomicU64::new(0),
-            writes: Mutex::new(HashMap::new()),
-            samples: Mutex::new(VecDeque::new()),
-            served: AtomicU64::new(0),
-            heard: AtomicU64::new(0),
-            heard_more: Notify::new(),
-            closed: Arc::new(Notify::new()),
-            stopped: AtomicBool::new(false),
-        }
+        let replica = Replica::new(Pool::new(PgConnectOptions::new(), 1), max_lag);
+        replica.listening.store(true, Ordering::Relaxed);
+        replica.subscribed_at.store(0, Ordering::Relaxed);
+        replica
     }
 
     #[test]
