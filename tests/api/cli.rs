@@ -1,6 +1,7 @@
 //! The command line as a new user meets it: help, version, and arguments it does
 //! not know, none of which may start a server.
 
+use crate::support::free_addr;
 use std::{
     path::Path,
     process::{Command, Output, Stdio},
@@ -13,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 /// there, with its own PostgreSQL in `dir/.conduit`), and waits at most 20 s for
 /// it to exit: one that is still running has started serving, and fails the test.
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let bind = format!("127.0.0.1:{}", free_port());
+    let bind = format!("127.0.0.1:{}", free_addr().port());
     let child = Command::new(BIN)
         .args(args)
         .env_clear()
@@ -42,10 +43,6 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
     let timed_out = watchdog.join().expect("watchdog");
     assert!(!timed_out, "`conduit {}` was still running after 20 s: {output:?}", args.join(" "));
     output
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -6,6 +6,7 @@
 //! each test installs it (once for all), builds its router after that, and
 //! asserts on series it alone creates or on how a value grew.
 
+use crate::support::free_addr;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -294,10 +295,6 @@ fn conduit(app: &TestApp, vars: &[(&str, &str)]) -> std::process::Command {
 
 fn app_database(app: &TestApp) -> String {
     app.options.get_database().expect("the test's database").to_owned()
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
 }
 
 /// Polls `condition` every 100 ms until it holds, for at most `within`.

@@ -1,6 +1,7 @@
 //! The `conduit` binary as a user runs it: configuration errors, and the
 //! zero-configuration mode with its own PostgreSQL, across a restart.
 
+use crate::support::free_addr;
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -46,10 +47,6 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_the_variable() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn wait_ready(child: &mut Child, addr: std::net::SocketAddr) {
     let started = Instant::now();
     loop {
@@ -77,7 +74,7 @@ fn terminate(mut child: Child) {
 /// `SHUTDOWN_DRAIN_SECONDS=drain`, once it is ready; its address.
 async fn start_embedded(dir: &Path, drain: &str, stdout: Stdio) -> (Child, std::net::SocketAddr) {
     let data_dir = dir.join("data");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_addr().port()).into();
     let bind = addr.to_string();
     let vars = [
         ("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")),
@@ -109,7 +106,7 @@ fn cluster_running(data_dir: &Path) -> bool {
 async fn without_database_url_the_server_runs_its_own_postgres_and_keeps_data_and_tokens_across_restarts() {
     let Some(dir) = embedded_temp_dir() else { return };
     let data_dir = dir.path().join("data");
-    let port = free_port();
+    let port = free_addr().port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let vars =
         [("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8 path")), ("BIND_ADDR", &format!("127.0.0.1:{port}"))];
@@ -146,7 +143,7 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let Some(dir) = embedded_temp_dir() else { return };
     let data_dir = dir.path().join("data");
     let data = data_dir.to_str().expect("utf-8 path");
-    let port = free_port();
+    let port = free_addr().port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let bind = format!("127.0.0.1:{port}");
     let mut first = conduit(&[("CONDUIT_DATA_DIR", data), ("BIND_ADDR", &bind)])
@@ -156,7 +153,7 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
         .expect("start conduit");
     wait_ready(&mut first, addr).await;
 
-    let second_bind = format!("127.0.0.1:{}", free_port());
+    let second_bind = format!("127.0.0.1:{}", free_addr().port());
     let second = conduit(&[("CONDUIT_DATA_DIR", data), ("BIND_ADDR", &second_bind)]).output().expect("run second");
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -174,7 +171,7 @@ fn a_data_directory_the_postgres_user_cannot_reach_is_a_clear_error() {
     let dir = tempfile::Builder::new().prefix("conduit-private-").tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let data_dir = dir.path().join("data");
-    let bind = format!("127.0.0.1:{}", free_port());
+    let bind = format!("127.0.0.1:{}", free_addr().port());
     let output = conduit(&[("CONDUIT_DATA_DIR", data_dir.to_str().expect("utf-8")), ("BIND_ADDR", &bind)])
         .output()
         .expect("run conduit");

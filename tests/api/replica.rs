@@ -9,6 +9,7 @@
 //! take turns ([`PAIR_IN_USE`]), and each starts by putting the replica back to
 //! work, whatever the test before it left.
 
+use crate::support::free_addr;
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -72,10 +73,6 @@ fn is_root() -> bool {
 }
 
 /// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 impl Pair {
     fn data(&self, which: &str) -> String {
         self.dir.join(which).display().to_string()
@@ -110,7 +107,7 @@ async fn pair() -> &'static Pair {
     PAIR.get_or_init(|| async {
         let dir = tempfile::Builder::new().prefix("conduit-replica-test-").tempdir().expect("temp dir").keep();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
-        let pair = Pair { dir, primary_port: free_port(), replica_port: free_port() };
+        let pair = Pair { dir, primary_port: free_addr().port(), replica_port: free_addr().port() };
         let primary = pair.data("primary");
         pg("initdb", &["-D", &primary, "-U", "postgres", "--auth=trust", "-N"]);
         let settings = format!(

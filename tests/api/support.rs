@@ -392,6 +392,12 @@ impl TestResponse {
     }
 }
 
+/// A loopback address with a port free when asked (the OS's choice), for a
+/// server or a cluster the test starts.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
 /// Whether `value` is a timestamp like `2026-11-27T16:17:39.120Z`: RFC 3339 in UTC
 /// with exactly three fractional digits.
 pub fn is_millis_timestamp(value: &Value) -> bool {
