@@ -2,6 +2,7 @@
 //! started together on an empty database, `conduit migrate` before servers with
 //! `MIGRATE_ON_START=false`, and `conduit healthcheck` (the image's health check).
 
+use crate::support::free_addr;
 use std::{
     net::SocketAddr,
     process::{Child, Command, Output, Stdio},
@@ -97,10 +98,6 @@ async fn recorded(db: &PgPool) -> Vec<(i64, i64, bool)> {
     .fetch_all(db)
     .await
     .expect("read the migrations' record")
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
 }
 
 /// A server process, killed if the test ends without stopping it; its output
@@ -362,14 +359,17 @@ async fn healthcheck_exits_0_against_a_ready_server_and_1_against_a_draining_a_s
     assert_eq!(server.exit_code(Duration::from_secs(20)).await, Some(0));
     let (stopped, took) = healthcheck(&bind);
     assert_eq!(stopped.status.code(), Some(1), "{stopped:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Refused at once, not given up on after the time limit (a time bound
+    // would fail on a busy machine; the message says which it was).
+    assert!(!String::from_utf8_lossy(&stopped.stderr).contains("no answer within"), "{stopped:?} in {took:?}");
 
     // A listener that accepts and never answers: given up after 2 s.
     let mute = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let (mute_out, took) = healthcheck(&mute.local_addr().expect("addr").to_string());
     assert_eq!(mute_out.status.code(), Some(1), "{mute_out:?}");
     assert!(String::from_utf8_lossy(&mute_out.stderr).contains("no answer within 2s"), "{mute_out:?}");
-    assert!((Duration::from_secs(2)..Duration::from_secs(4)).contains(&took), "{took:?}");
+    // It waited its limit, and then stopped waiting (no hang).
+    assert!((Duration::from_secs(2)..Duration::from_secs(30)).contains(&took), "{took:?}");
 
     // A bad BIND_ADDR is a failed check (1), not Docker's reserved 2.
     let (bad, _) = healthcheck("localhost");
